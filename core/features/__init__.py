@@ -1,0 +1,44 @@
+"""Feature spaces and the TR pipeline.
+
+Sources (low-level, semantic, speech-model layers) give features at event/frame times
+(:class:`TimedFeatures`); :func:`tr_features` Lanczos-resamples them to TR stamps and caches them;
+:func:`design_matrix` / :func:`response_matrix` build the encoding design (z-score, FIR delays,
+``[10:-5]`` trim). :func:`resolve_source` turns any feature or model spec into a source.
+"""
+
+from __future__ import annotations
+
+from core.errors import ConfigError
+from core.features.base import FeatureSource, TimedFeatures, get_source, register
+from core.features.delays import DEFAULT_DELAYS, Delayer, make_delayed
+from core.features.design import design_matrix, response_matrix, zscore_columns
+from core.features.lanczos import lanczos_kernel, lanczos_matrix, lanczos_resample
+from core.features.pipeline import tr_features
+
+MODEL_PREFIXES = ("hf", "bundled", "random", "ckpt")  #: specs resolved by core.models
+SPACE_PREFIXES = ("lowlevel", "semantic")  #: specs resolved by the feature registry
+
+
+def resolve_source(spec: str) -> FeatureSource:
+    """A feature source for ``spec``.
+
+    ``lowlevel:<name>`` / ``semantic:<name>`` resolve through :func:`get_source`; model specs
+    (``hf:``, ``bundled:``, ``random:``, ``ckpt:``) through ``core.models.feature_source``.
+    """
+    prefix, sep, name = str(spec).partition(":")
+    if sep and name and prefix in MODEL_PREFIXES:
+        from core.models import feature_source  # lazy: heavy, and written separately
+
+        return feature_source(spec)
+    if sep and name and prefix in SPACE_PREFIXES:
+        return get_source(spec)
+    known = ", ".join(f"{p}:<name>" for p in SPACE_PREFIXES + MODEL_PREFIXES)
+    raise ConfigError(f"unknown feature spec {spec!r}; expected one of {known}")
+
+
+__all__ = [
+    "DEFAULT_DELAYS", "Delayer", "FeatureSource", "MODEL_PREFIXES", "SPACE_PREFIXES",
+    "TimedFeatures", "design_matrix", "get_source", "lanczos_kernel", "lanczos_matrix",
+    "lanczos_resample", "make_delayed", "register", "resolve_source", "response_matrix",
+    "tr_features", "zscore_columns",
+]
