@@ -71,14 +71,15 @@ def fill_gaps(events: Sequence[tuple], xmax: float) -> list:
 
 
 def write_textgrid(path: Path, phones: Sequence[tuple], words: Sequence[tuple], xmax: float,
-                   crlf: bool = False) -> None:
+                   crlf: bool = False, tier_names: Sequence[str] = ("phone", "word")) -> None:
     """Write a Praat long-format TextGrid with tiers "phone" then "word".
 
     ``phones`` / ``words``: sequences of ``(onset_s, offset_s, label)``; gaps become empty labels.
+    ``tier_names``: the two tiers' names (e.g. ``("", "")`` for a grid without names).
     """
     lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0 ",
              f"xmax = {xmax} ", "tiers? <exists> ", "size = 2 ", "item []: "]
-    for i, (name, ev) in enumerate((("phone", phones), ("word", words)), 1):
+    for i, (name, ev) in enumerate(zip(tier_names, (phones, words)), 1):
         lines.append(f"    item [{i}]:")
         lines += _tier_long(name, xmax, fill_gaps(ev, xmax))
     nl = "\r\n" if crlf else "\n"
