@@ -1,0 +1,112 @@
+"""``python -m core …`` — every computation of the app is also a command.
+
+Machine-readable commands print JSON on stdout; progress goes to stderr (tqdm); errors print one
+line ``error: …`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.errors import StudioError
+
+
+@contextmanager
+def _tqdm_progress(desc: str, enabled: bool = True):
+    """A progress callback bound to a tqdm bar on stderr (percent of the whole command)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.n = round(100 * fraction, 1)
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _cmd_describe(args) -> int:
+    from core.data import load_dataset
+
+    with _tqdm_progress("dataset", not args.quiet) as progress:
+        ds = load_dataset(args.data, progress=progress)
+    print(json.dumps(ds.describe(), indent=1))
+    return 0
+
+
+def _resolve_features(args):
+    """(source, layers) from ``--features FSPEC`` or ``--model MSPEC --layers …``."""
+    from core.errors import ConfigError
+    from core.features import resolve_source
+
+    if bool(args.features) == bool(args.model):
+        raise ConfigError("give exactly one of --features FSPEC or --model MSPEC (with --layers)")
+    if args.features:
+        if args.layers:
+            raise ConfigError("--layers goes with --model, not with --features")
+        source = resolve_source(args.features)
+        return source, source.layers()
+    from core.models import parse_layers
+
+    source = resolve_source(args.model)
+    return source, parse_layers(source, args.layers or "all")
+
+
+def _cmd_encode(args) -> int:
+    from core.data import load_dataset
+    from core.encoding.run import EncodeParams, encode
+
+    params = EncodeParams(seed=args.seed)
+    with _tqdm_progress("encode", not args.quiet) as progress:
+        ds = load_dataset(args.data, progress=progress)
+        source, layers = _resolve_features(args)
+        summary = encode(ds, args.subject, source, layers, Path(args.out), params, progress)
+    print(json.dumps({k: summary[k] for k in ("subject", "features", "n_voxels", "layers")}, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="Brain-tuning Studio engine")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="dataset commands")
+    ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
+    d = ds_sub.add_parser("describe", help="JSON summary of a dataset")
+    d.add_argument("--data", required=True, help="demo | ds003020:<path>")
+    d.set_defaults(func=_cmd_describe)
+
+    e = sub.add_parser("encode", help="voxelwise encoding of a feature space or model layers")
+    e.add_argument("--data", required=True, help="demo | ds003020:<path>")
+    e.add_argument("--subject", required=True, help="e.g. S1 (demo), UTS01")
+    e.add_argument("--features", help="lowlevel:<name> | semantic:<name>")
+    e.add_argument("--model", help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny]")
+    e.add_argument("--layers", help="with --model: comma-separated indices or names, or 'all'")
+    e.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.set_defaults(func=_cmd_encode)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
