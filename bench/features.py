@@ -1,0 +1,189 @@
+"""Benchmark: batched layer features (core.features.layers) vs a one-window-at-a-time loop.
+
+On ~1 min of espeak-ng speech (``espeakng-loader``), with ``bundled:whisper-tiny.en`` by default:
+
+1. paper mode (16 s windows, 0.1 s stride, last real frame, every layer) batched, over all windows;
+2. the straightforward loop — each window alone through transformers' feature extractor and
+   ``model(…, output_hidden_states=True)`` — on an evenly spread subset of the windows, and the
+   largest |Δ| against the batched rows of the same windows;
+3. fast mode (mean of the last 1 s of frames every 1 s) and its agreement with paper mode after
+   Lanczos resampling to TR = 2 s stamps (median over feature dimensions of the Pearson r);
+4. the time to extract a demo-sized corpus (14 stories × 160 s) in each mode, extrapolated from
+   the windows/s measured here (Whisper windows are all padded to 30 s, so cost per window is
+   constant).
+
+Timings are wall-clock on this machine with the torch threads it has; the load average is printed
+because other processes share the cores. Target (issue "Engine spine II"): batched ≥ 5× the loop.
+
+    python bench/features.py                       # whisper-tiny.en, 60 s of speech
+    python bench/features.py --seconds 20 --loop-windows 12 --model random:wav2vec2
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SR = 16000
+TEXT = (
+    "Once upon a time there was a small village by the sea. Every morning the fishermen went out in "
+    "their boats, and every evening they came back with baskets full of fish. One day a storm came "
+    "and the sky turned dark. The children ran home and their mothers closed the windows. In the "
+    "morning the sun was shining again, and the whole village walked down to the beach to see what "
+    "the waves had left behind. There were shells and stones and a wooden box with an old map "
+    "inside. Nobody knew where it came from, but the oldest woman in the village said she had seen "
+    "it before, long ago, when she was a girl. She told them about a ship that never came home, and "
+    "about the captain who had drawn the map by candle light in a cold and narrow cabin.")
+DEMO_STORIES, DEMO_STORY_S = 14, 160.0  #: the demo's corpus size (issue text)
+
+
+def synthesize(text: str, seconds: float, rate_wpm: int = 165) -> np.ndarray:
+    """``seconds`` of 16 kHz float32 speech: espeak-ng (ctypes) speaking ``text``, repeated."""
+    import espeakng_loader
+    from scipy.signal import resample_poly
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)
+    chunks = []
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+    def collect(wav, n, _events):
+        if n > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    callback = proto(collect)
+    lib.espeak_SetSynthCallback(callback)
+    lib.espeak_SetVoiceByName(b"en-us")
+    lib.espeak_SetParameter(1, rate_wpm, 0)
+    buf = text.encode() + b"\0"
+    lib.espeak_Synth(buf, len(buf), 0, 0, 0, 0, None, None)
+    lib.espeak_Synchronize()
+    x = resample_poly(np.concatenate(chunks) / 32768.0, 320, 441).astype(np.float32)
+    reps = int(np.ceil(seconds * SR / len(x)))
+    return np.tile(x, reps)[:int(seconds * SR)]
+
+
+def loop_features(model, audio, ends, window_s):
+    """The plain reference: each window alone through transformers; ``{hidden index: (n, d)}``."""
+    import torch
+
+    win = int(round(window_s * SR))
+    rows = {}
+    with torch.inference_mode():
+        for end in ends:
+            w = audio[max(0, end - win):end]
+            if model.family == "whisper":
+                enc = model.preprocessor(w, sampling_rate=SR, return_tensors="pt", return_attention_mask=True)
+                hs = model.module(enc.input_features, output_hidden_states=True).hidden_states
+                last = (int(enc.attention_mask.sum()) - 1) // 2
+            else:
+                iv = model.preprocessor(w, sampling_rate=SR, return_tensors="pt").input_values
+                hs = model.module(iv, output_hidden_states=True).hidden_states
+                last = hs[0].shape[1] - 1
+            for i, h in enumerate(hs):
+                rows.setdefault(i, []).append(h[0, last].numpy())
+    return {i: np.stack(r) for i, r in rows.items()}
+
+
+def timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def median_r(a: np.ndarray, b: np.ndarray) -> float:
+    a = (a - a.mean(0)) / (a.std(0) + 1e-12)
+    b = (b - b.mean(0)) / (b.std(0) + 1e-12)
+    return float(np.median((a * b).mean(0)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="bundled:whisper-tiny.en")
+    ap.add_argument("--seconds", type=float, default=60.0, help="seconds of speech (default 60)")
+    ap.add_argument("--loop-windows", type=int, default=40, help="windows timed in the plain loop")
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+
+    import torch
+
+    from core.features.lanczos import lanczos_resample
+    from core.features.layers import window_bounds
+    from core.models import feature_source, load_model
+
+    load = os.getloadavg()[0]
+    audio = synthesize(TEXT, args.seconds)
+    model = load_model(args.model)
+    paper = feature_source(args.model, mode="paper", batch_size=args.batch_size)
+    fast = feature_source(args.model, mode="fast", batch_size=args.batch_size)
+    layers = paper.layers()
+    print(f"{args.model}: {model.n_layers} layers, {args.seconds:.0f} s of speech, "
+          f"torch threads {torch.get_num_threads()}, load average {load:.1f}", flush=True)
+
+    got, wall_p, cpu_p = timed(lambda: paper.extract(audio, layers))
+    n_paper = len(got[layers[0]].times)
+    _, ends = window_bounds(len(audio), SR, paper.window_s, paper.step_s)
+    pick = np.unique(np.linspace(0, len(ends) - 1, min(args.loop_windows, len(ends))).round().astype(int))
+    ref, wall_l, cpu_l = timed(lambda: loop_features(model, audio, ends[pick], paper.window_s))
+    delta = max(float(np.abs(got[layer].values[pick] - ref[i]).max()) for i, layer in enumerate(layers))
+    scale = max(float(np.abs(ref[i]).max()) for i in ref)
+    fgot, wall_f, cpu_f = timed(lambda: fast.extract(audio, layers))
+    n_fast = len(fgot[layers[0]].times)
+
+    stamps = np.arange(2.0 * 5, args.seconds - 2.0 * 3, 2.0)  # TR = 2 s, away from the edges
+    agree = {layer: median_r(lanczos_resample(got[layer].values, got[layer].times, stamps),
+                             lanczos_resample(fgot[layer].values, fgot[layer].times, stamps))
+             for layer in layers}
+    # one last frame every fast stride: what the averaging replaces
+    single = feature_source(args.model, mode="paper", stride_s=fast.fast_stride_s, batch_size=args.batch_size)
+    sgot = single.extract(audio, layers)
+    agree_single = {layer: median_r(lanczos_resample(got[layer].values, got[layer].times, stamps),
+                                    lanczos_resample(sgot[layer].values, sgot[layer].times, stamps))
+                    for layer in layers}
+
+    rate_p, rate_l, rate_f = n_paper / wall_p, len(pick) / wall_l, n_fast / wall_f
+    corpus_s = DEMO_STORIES * DEMO_STORY_S
+    res = {
+        "model": args.model, "seconds": args.seconds, "load_average": round(load, 2),
+        "batched_paper": {"windows": n_paper, "wall_s": round(wall_p, 2), "cpu_s": round(cpu_p, 2),
+                          "windows_per_s": round(rate_p, 3)},
+        "loop": {"windows": int(len(pick)), "wall_s": round(wall_l, 2), "cpu_s": round(cpu_l, 2),
+                 "windows_per_s": round(rate_l, 3)},
+        "speedup_batched_vs_loop": round(rate_p / rate_l, 2),
+        "max_abs_delta": delta, "max_abs_value": scale,
+        "fast": {"windows": n_fast, "wall_s": round(wall_f, 2), "cpu_s": round(cpu_f, 2),
+                 "windows_per_s": round(rate_f, 3)},
+        "fast_vs_paper_median_r_at_TRs": {k: round(v, 4) for k, v in agree.items()},
+        "single_frame_vs_paper_median_r_at_TRs": {k: round(v, 4) for k, v in agree_single.items()},
+        "demo_corpus_s": corpus_s,
+        "demo_corpus_minutes": {"paper": round(corpus_s / paper.step_s / rate_p / 60, 1),
+                                "fast": round(corpus_s / fast.step_s / rate_f / 60, 1)},
+    }
+    print(f"batched paper : {rate_p:7.3f} windows/s ({n_paper} windows, {wall_p:.1f} s wall, {cpu_p:.1f} s CPU)")
+    print(f"one-by-one    : {rate_l:7.3f} windows/s ({len(pick)} windows, {wall_l:.1f} s wall, {cpu_l:.1f} s CPU)")
+    print(f"speed-up      : {rate_p / rate_l:.2f}×   largest |Δ| {delta:.2e} (values up to {scale:.1f})")
+    print(f"fast mode     : {rate_f:7.3f} windows/s ({n_fast} windows, {wall_f:.1f} s wall) "
+          f"= {args.seconds / wall_f:.2f} s of audio per second")
+    print("median r at TR stamps vs paper, per layer: fast (mean of last 1 s) / single frame every 1 s")
+    for layer in layers:
+        print(f"  {layer:8s} {agree[layer]:.4f} / {agree_single[layer]:.4f}")
+    m = res["demo_corpus_minutes"]
+    print(f"demo corpus ({DEMO_STORIES} × {DEMO_STORY_S:.0f} s): paper ≈ {m['paper']} min, "
+          f"fast ≈ {m['fast']} min (extrapolated from the rates above)")
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
