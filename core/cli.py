@@ -48,18 +48,18 @@ def _cmd_describe(args) -> int:
 def _resolve_features(args):
     """(source, layers) from ``--features FSPEC`` or ``--model MSPEC --layers …``."""
     from core.errors import ConfigError
-    from core.features import resolve_source
+    from core.features import source_for
 
     if bool(args.features) == bool(args.model):
         raise ConfigError("give exactly one of --features FSPEC or --model MSPEC (with --layers)")
     if args.features:
-        if args.layers:
-            raise ConfigError("--layers goes with --model, not with --features")
-        source = resolve_source(args.features)
+        if args.layers or args.mode:
+            raise ConfigError("--layers and --mode go with --model, not with --features")
+        source = source_for(args.features, args.data)
         return source, source.layers()
     from core.models import parse_layers
 
-    source = resolve_source(args.model)
+    source = source_for(args.model, args.data, args.mode)
     return source, parse_layers(source, args.layers or "all")
 
 
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--features", help="lowlevel:<name> | semantic:<name>")
     e.add_argument("--model", help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny]")
     e.add_argument("--layers", help="with --model: comma-separated indices or names, or 'all'")
+    e.add_argument("--mode", choices=("paper", "fast"),
+                   help="with --model: window protocol (paper: 16 s windows every 0.1 s, last frame; "
+                        "fast: every 1 s, mean of the last second's frames). Default: fast on the demo, "
+                        "paper elsewhere")
     e.add_argument("--out", required=True, help="output folder (replaced atomically)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     e.set_defaults(func=_cmd_encode)

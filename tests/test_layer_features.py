@@ -70,7 +70,7 @@ def test_paper_mode_equals_one_window_at_a_time_loop(spec):
 @pytest.mark.parametrize("spec", ["random:wav2vec2-tiny", "random:whisper-tiny"])
 def test_fast_mode_is_the_mean_of_the_last_strides_frames(spec):
     audio = _audio(2.2, seed=1)
-    src = feature_source(spec, window_s=1.5, mode="fast", fast_stride_s=0.5)
+    src = feature_source(spec, window_s=1.5, mode="fast", fast_stride_s=0.5, whisper_input="pad30")
     got = src.extract(audio, ["layer_1", "layer_2"])
     times, ref = _reference(spec, audio, 1.5, 0.5, n_avg=25)  # 0.5 s of 20 ms frames
     np.testing.assert_allclose(got["layer_2"].times, times - 0.25)  # centre of the last stride
@@ -160,3 +160,33 @@ def test_bad_inputs_give_clear_errors():
         feature_source("random:whisper-tiny", window_s=31.0).extract(_audio(31.5), ["layer_0"])
     with pytest.raises(ModelError, match="unknown model spec"):
         feature_source("nope:x")
+
+
+def test_whisper_window_input_equals_an_encoder_with_a_sliced_position_table():
+    """``whisper_input="window"`` (fast mode's default) = HF's encoder rebuilt for the window length."""
+    import copy
+
+    audio = _audio(2.0, seed=3)
+    src = feature_source("random:whisper-tiny", window_s=1.0, mode="fast", fast_stride_s=0.5)
+    assert src.whisper_input == "window" and src.protocol()["whisper_input"] == "window"
+    got = src.extract(audio, src.layers())
+    m = load_model("random:whisper-tiny")
+    for k, end in enumerate(range(8000, len(audio) + 1, 8000)):
+        w = audio[max(0, end - 16000):end]
+        feats = m.preprocessor(w, sampling_rate=SR, return_tensors="pt", padding="longest").input_features
+        n_pos = feats.shape[-1] // 2
+        enc = copy.deepcopy(m.module)
+        enc.config.max_source_positions = n_pos
+        enc.embed_positions.weight.data = enc.embed_positions.weight.data[:n_pos].clone()
+        enc.embed_positions.num_embeddings = n_pos
+        with torch.no_grad():
+            hs = enc(feats, output_hidden_states=True).hidden_states
+        last = (len(w) // 160 - 1) // 2
+        for i, layer in enumerate(src.layers()):
+            np.testing.assert_allclose(got[layer].values[k], hs[i][0, last - 24:last + 1].mean(0).numpy(),
+                                       atol=2e-5, rtol=1e-4)
+
+
+def test_whisper_input_is_validated():
+    with pytest.raises(ConfigError, match="whisper_input"):
+        feature_source("random:whisper-tiny", whisper_input="half")

@@ -19,26 +19,47 @@ MODEL_PREFIXES = ("hf", "bundled", "random", "ckpt")  #: specs resolved by core.
 SPACE_PREFIXES = ("lowlevel", "semantic")  #: specs resolved by the feature registry
 
 
-def resolve_source(spec: str) -> FeatureSource:
+def resolve_source(spec: str, **protocol) -> FeatureSource:
     """A feature source for ``spec``.
 
     ``lowlevel:<name>`` / ``semantic:<name>`` resolve through :func:`get_source`; model specs
-    (``hf:``, ``bundled:``, ``random:``, ``ckpt:``) through ``core.models.feature_source``.
+    (``hf:``, ``bundled:``, ``random:``, ``ckpt:``) through ``core.models.feature_source``, which
+    takes the window ``protocol`` (``mode``, ``window_s``, ``stride_s``, …; see
+    ``core.features.layers``). A protocol given for a non-model space is an error.
     """
     prefix, sep, name = str(spec).partition(":")
     if sep and name and prefix in MODEL_PREFIXES:
         from core.models import feature_source  # lazy: heavy, and written separately
 
-        return feature_source(spec)
+        return feature_source(spec, **protocol)
+    if protocol and prefix in SPACE_PREFIXES:
+        raise ConfigError(f"{spec!r} is not a model: window options ({', '.join(protocol)}) apply to "
+                          f"--model specs only")
     if sep and name and prefix in SPACE_PREFIXES:
         return get_source(spec)
     known = ", ".join(f"{p}:<name>" for p in SPACE_PREFIXES + MODEL_PREFIXES)
     raise ConfigError(f"unknown feature spec {spec!r}; expected one of {known}")
 
 
+def source_for(spec: str, data_spec: str, mode: str | None = None) -> FeatureSource:
+    """The source an encode of ``spec`` on dataset ``data_spec`` uses (CLI, jobs and app alike).
+
+    Model specs get the window protocol ``mode`` (default: ``core.features.layers.default_mode``:
+    fast on the demo, paper elsewhere); feature spaces take no mode.
+    """
+    prefix = str(spec).partition(":")[0]
+    if prefix in MODEL_PREFIXES:
+        from core.features.layers import default_mode
+
+        return resolve_source(spec, mode=mode or default_mode(data_spec))
+    if mode:
+        raise ConfigError(f"--mode goes with model specs, not with {spec!r}")
+    return resolve_source(spec)
+
+
 __all__ = [
     "DEFAULT_DELAYS", "Delayer", "FeatureSource", "MODEL_PREFIXES", "SPACE_PREFIXES",
     "TimedFeatures", "design_matrix", "get_source", "lanczos_kernel", "lanczos_matrix",
-    "lanczos_resample", "make_delayed", "register", "resolve_source", "response_matrix",
+    "lanczos_resample", "make_delayed", "register", "resolve_source", "response_matrix", "source_for",
     "tr_features", "zscore_columns",
 ]

@@ -1,0 +1,129 @@
+"""Learn: the idea of brain-tuning as a guided walk on the demo brain — listen, see the planted
+truth, then the real results of feature spaces → encoding model → alignment maps."""
+
+import altair as alt
+import streamlit as st
+
+from core import studio
+from pages import _ui
+
+ctx = _ui.context()
+st.title("Does a speech model listen like the brain?")
+st.markdown(
+    "People in an fMRI scanner listened to stories. A **speech model** hears the same audio. If a "
+    "model's internal features can **predict** a brain region's response, the model and that region "
+    "*align*. Brain-tuning (Moussa, Klakow & Toneva, ICLR 2025) fine-tunes the model to predict the "
+    "brain, which shifts its alignment from sound towards meaning. This walk-through uses the "
+    "**demo brain**: a simulated cortex whose answers we know, so every step can be checked.")
+
+if ctx.data != studio.DEMO_SPEC:
+    st.info("The walk-through runs on the demo brain: choose **Demo brain** as the dataset in the "
+            "sidebar. Your own dataset works on the *Data* and *Alignment maps* pages.")
+    st.stop()
+ds = _ui.require_dataset(ctx)
+subject = ds.subjects[0]
+
+# -- 1. listen ----------------------------------------------------------------------------------
+st.header("1 · Listen to a story")
+story = st.selectbox("Story", ds.stories, key="learn_story")
+with _ui.shown_errors():
+    st.audio(ds.audio(story), sample_rate=16000)
+    words = studio.transcript(ds, story)
+st.caption(f"Transcript ({len(words.split())} words, timed to the audio):")
+st.markdown(f"> {words[:600]}{'…' if len(words) > 600 else ''}")
+
+# -- 2. planted truth ---------------------------------------------------------------------------
+st.header("2 · The planted truth")
+st.markdown(
+    "In the demo brain we *planted* which voxels respond to what: **acoustic** voxels follow the "
+    "sound's spectrum, **semantic** voxels follow word meaning, **mixed** ones both; the rest are "
+    "noise. Each voxel's responses were recorded several times for the test story, so we also know "
+    "how predictable it can be at best (its noise ceiling).")
+if studio.flatmap_available(ds, subject):
+    with st.spinner(_ui.FIRST_FLATMAP_NOTE), _ui.shown_errors(stop=False):
+        st.image(_ui.truth_png(ctx.data, subject),
+                 caption="Planted voxel types on the flattened cortex (outlines: ROIs)")
+with _ui.shown_errors():
+    counts = studio.ground_truth_counts(ds, subject)
+if counts is not None and len(counts):
+    st.caption("Share of each ROI's voxels planted with each type")
+    st.altair_chart(alt.Chart(counts).mark_bar().encode(
+        y=alt.Y("roi:N", title=None, sort="-x", axis=alt.Axis(labelOverlap=False)), x=alt.X("share:Q", title="share of the ROI's voxels",
+                                                         axis=alt.Axis(format="%")),
+        color=alt.Color("type:N", scale=alt.Scale(domain=list(studio.TYPE_COLORS),
+                                                  range=list(studio.TYPE_COLORS.values()))),
+        tooltip=["roi", "type", "n_voxels", alt.Tooltip("share:Q", format=".0%")]
+    ).properties(height=28 * counts["roi"].nunique() + 20), width="stretch")
+
+# -- 3. feature spaces → encoding model → maps ----------------------------------------------------
+st.header("3 · Feature spaces → encoding model → alignment map")
+lag_lo, lag_hi = studio.delay_seconds(ds)
+st.markdown(
+    "Turn the story into features at each scan (TR): **low-level** (the power spectrum: pure "
+    "sound), **semantic** (word embeddings: pure meaning), or the layers of a real **speech model** "
+    "(Whisper tiny.en, bundled). A ridge **encoding model** learns, per voxel, a weighted sum of "
+    f"those features ({lag_lo:g}–{lag_hi:g} s earlier: blood flow lags the neurons) on the training "
+    "stories, then predicts the unseen test story. The correlation with the real response, divided "
+    "by the noise ceiling (**cc_norm**), is the voxel's alignment.")
+
+LEARN_THRESHOLD = 0.3  #: cc_norm below it is hidden on these small maps (noise voxels hover near 0)
+COMPARE_ROIS = {"AC": "auditory cortex", "Broca": "language"}  #: S1 overlay ROIs shown per step
+STEPS = {"lowlevel:powspec": "Power spectrum (acoustic)", "semantic:minilm": "MiniLM words (semantic)",
+         "bundled:whisper-tiny.en": "Whisper tiny.en layers"}
+results = {}
+cols = st.columns(len(STEPS))
+for col, (spec, title) in zip(cols, STEPS.items()):
+    with col:
+        st.subheader(title)
+        with _ui.shown_errors(stop=False):
+            with _ui.model_lookup(spec):
+                res = studio.cached_result(ds, subject, spec)
+            if res is None:
+                status = studio.encode_job(ds, subject, spec)
+                if status and status["state"] == "done":
+                    st.rerun()
+                note = studio.encode_note(ds, spec)
+                if note:
+                    st.caption(note)
+                _ui.job_panel(status, lambda spec=spec: studio.launch_encode(ds, subject, spec),
+                              f"encoding {spec}", key=f"learn-{spec}")
+                continue
+            results[spec] = res
+            layer = studio.best_layer(res)
+            if studio.flatmap_available(ds, subject):
+                png = _ui.score_png(ctx.data, subject, str(res), layer, "cc_norm", LEARN_THRESHOLD)
+                st.image(png, caption=f"{spec} · {layer} · cc_norm ≥ {LEARN_THRESHOLD}")
+            rois = studio.roi_table(res, layer).set_index("roi")["mean_cc_norm"]
+            for roi, what in COMPARE_ROIS.items():
+                if roi in rois:
+                    st.metric(f"mean cc_norm in {roi} ({what})", f"{rois[roi]:.2f}")
+            _ui.cli_hint(studio.cli_encode_command(ctx.data, subject, spec))
+
+# -- 4. compare -----------------------------------------------------------------------------------
+st.header("4 · Which voxels does each feature space explain?")
+if not results:
+    st.info("Compute the encodings above to compare them here.")
+else:
+    st.markdown(
+        "Mean cc_norm per planted voxel type: the check of the whole method on a brain whose answer "
+        "we know. The acoustic space should win on acoustic voxels, the semantic space on semantic "
+        "voxels. For Whisper, the curve shows which layers track sound and which track meaning; "
+        "brain-tuning (a later step) aims to raise its semantic curve.")
+    with _ui.shown_errors(stop=False):
+        for spec, res in results.items():
+            table = studio.scores_by_type(ds, res)
+            table = table[table["type"] != "none"]
+            color = alt.Color("type:N", scale=alt.Scale(domain=list(studio.TYPE_COLORS),
+                                                        range=list(studio.TYPE_COLORS.values())))
+            tooltip = ["layer", "type", alt.Tooltip("value:Q", format=".3f")]
+            if table["layer"].nunique() > 1:
+                chart = alt.Chart(table).mark_line(point=True).encode(
+                    x=alt.X("layer:N", sort=list(dict.fromkeys(table["layer"])), title="layer"),
+                    y=alt.Y("value:Q", title="mean cc_norm"), color=color, tooltip=tooltip)
+            else:
+                chart = alt.Chart(table).mark_bar().encode(
+                    x=alt.X("type:N", sort=list(studio.TYPE_COLORS), title="planted voxel type"),
+                    y=alt.Y("value:Q", title="mean cc_norm"), color=color, tooltip=tooltip)
+            st.markdown(f"**{STEPS[spec]}**")
+            st.altair_chart(chart.properties(height=200), width="stretch")
+    st.caption("Open *Alignment maps* for any layer's full map, ROI chart and downloads.")
