@@ -26,10 +26,14 @@ def get_cortex():
 
 
 def cortex_db(filestore: Path | None = None):
-    """A pycortex ``Database`` for ``filestore`` (None → pycortex's default, which has S1)."""
+    """A pycortex ``Database`` for ``filestore`` (None → pycortex's default, which has S1).
+
+    Always a private instance, never pycortex's global ``cortex.db``: the flatmap renderer re-points
+    that global while drawing another filestore (``core.viz.flatmap.pycortex_filestore``).
+    """
     cortex = get_cortex()
     if filestore is None:
-        return cortex.db
+        filestore = cortex.database.default_filestore
     return _db_for(str(Path(filestore).resolve()))
 
 
