@@ -7,6 +7,8 @@ cache before the first import. The filestore stays pycortex's default (the venv'
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +22,8 @@ def get_cortex():
     cfg_home = get_settings().pycortex_config_home
     cfg_home.mkdir(parents=True, exist_ok=True)
     os.environ["XDG_CONFIG_HOME"] = str(cfg_home)
-    import cortex  # noqa: WPS433 (deliberately late import)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycortex prints notes (e.g. no inkscape) on import
+        import cortex  # noqa: WPS433 (deliberately late import)
 
     return cortex
 
