@@ -196,6 +196,17 @@ def test_fit_contents_and_batch_invariance(n, p, monkeypatch):
     np.testing.assert_allclose(small.weights, fit.weights, atol=2e-6 * np.abs(ref).max())
 
 
+def test_float64_and_integer_inputs_give_float32_results():
+    X, Y = _data(100, 8, 3, seed=9)
+    ref = bootstrap_ridge(X, Y, chunk_len=10, device="cpu")
+    fit = bootstrap_ridge(X.astype(np.float64), Y.astype(np.float64), chunk_len=10, device="cpu")
+    assert fit.weights.dtype == np.float32 and fit.cv_scores.dtype == np.float32
+    np.testing.assert_allclose(fit.cv_scores, ref.cv_scores, atol=1e-6)
+    counts = np.rint(Y * 3).astype(np.int64)
+    W = ridge_svd_weights(X, counts, 20.0, device="cpu")
+    np.testing.assert_allclose(W, _closed_form(X, counts, [20.0] * 3), atol=1e-5)
+
+
 def test_constant_voxel_scores_zero_and_gets_zero_weights():
     X, Y = _data(120, 10, 4, seed=2)
     Y[:, 1] = 0.0
@@ -241,6 +252,8 @@ def test_bad_inputs_raise_clear_errors():
         bootstrap_ridge(X, Y, alphas=[10.0, 0.0], device="cpu")
     with pytest.raises(ConfigError, match="voxel_batch"):
         bootstrap_ridge(X, Y, voxel_batch=0, device="cpu")
+    with pytest.raises(ConfigError, match="device"):
+        bootstrap_ridge(X, Y, device="nonsense")
     with pytest.raises(ConfigError, match="splits"):
         ridge_cv_scores(X, Y, [(np.arange(50), np.arange(95, 105))], device="cpu")
     with pytest.raises(ConfigError, match="not fitted"):

@@ -14,8 +14,8 @@ diag(s²) Uᵀ`` when ``n ≤ p`` (then ``V diag(s) = Xᵀ U``), ``XᵀX = V dia
 gives the same ``U, s, V`` far faster on CPU (2250 × 3072: 1.8 s vs 25 s for torch's float32
 SVD). Hand-written rather than himalaya's ``solve_ridge_cv_svd`` because that forms
 ``(n_alphas, p, n)`` resolution matrices and, at refit, solves every alpha for every voxel;
-``bench/encoding.py`` measures the difference. The voxel dimension is batched (``voxel_batch``) so memory stays bounded; the heavy products run in float32 on
-``get_settings().device``.
+``bench/encoding.py`` measures the difference. The voxel dimension is batched (``voxel_batch``) so
+memory stays bounded; the heavy products run in float32 on ``get_settings().device``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ VOXEL_BATCH = 4096
 #: largest float32 block (bytes) of held-out predictions per product: memory bound, not a result
 _BLOCK_BYTES = 1 << 29
 _GRAM_ROWS = 4096  #: rows per float64 Gram accumulation step
+#: torch intra-op threads for the CPU eigendecomposition (None: leave torch's setting). LAPACK's
+#: syevd barely scales with threads and collapses under CPU contention: a 2250² float64 eigh took
+#: 34 s with 2 threads vs 2.0 s with 1 on a loaded 2-core box (1.5 s with 2 threads when idle).
+EIGH_THREADS: Optional[int] = 1
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -61,9 +65,6 @@ class RidgeFit:
     cv_scores: np.ndarray
     alpha_grid: np.ndarray
     best_index: np.ndarray
-
-
-# ----------------------------------------------------------------------------- validation
 
 
 def _matrix(name: str, a, n_rows: Optional[int] = None) -> np.ndarray:
@@ -102,16 +103,19 @@ def _device(device) -> torch.device:
         from core.settings import get_settings
 
         device = get_settings().device
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown torch device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is visible; use device='cpu'")
+    return dev
 
 
 def _check_batch(voxel_batch) -> int:
-    if int(voxel_batch) < 1:
+    if not float(voxel_batch).is_integer() or int(voxel_batch) < 1:
         raise ConfigError(f"voxel_batch must be a positive integer, got {voxel_batch!r}")
     return int(voxel_batch)
-
-
-# ----------------------------------------------------------------------------- splits
 
 
 def bootstrap_splits(n_rows: int, n_boots: int = N_BOOTS, chunk_len: int = CHUNK_LEN,
@@ -147,19 +151,16 @@ def bootstrap_splits(n_rows: int, n_boots: int = N_BOOTS, chunk_len: int = CHUNK
     lengths = [n_rows] if segments is None else [int(s) for s in segments]
     if any(s < 0 for s in lengths) or sum(lengths) != n_rows:
         raise DataError(f"segments {list(lengths)} must be non-negative and sum to the {n_rows} rows")
-    starts = []
-    offset = 0
-    for length in lengths:
-        starts.extend(range(offset, offset + (length // chunk_len) * chunk_len, chunk_len))
-        offset += length
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    starts = [s for o, n in zip(offsets, lengths)
+              for s in range(o, o + n // chunk_len * chunk_len, chunk_len)]
     n_chunks = len(starts)
     n_held = max(1, int(round(float(held_frac) * n_chunks)))
     if n_chunks < 2 or n_held >= n_chunks:
         raise ConfigError(f"{n_rows} rows give {n_chunks} full chunk(s) of chunk_len={chunk_len}; "
                           f"cross-validation needs >= 2 with some left for training — use more TRs "
                           f"or a smaller chunk_len")
-    rng = np.random.default_rng(seed)
-    starts = np.asarray(starts, dtype=np.int64)
+    rng, starts = np.random.default_rng(seed), np.asarray(starts, dtype=np.int64)
     splits = []
     for _ in range(n_boots):
         chosen = np.sort(starts[rng.permutation(n_chunks)[:n_held]])
@@ -170,7 +171,16 @@ def bootstrap_splits(n_rows: int, n_boots: int = N_BOOTS, chunk_len: int = CHUNK
     return splits
 
 
-# ----------------------------------------------------------------------------- solvers
+def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` run with :data:`EIGH_THREADS` intra-op threads on CPU."""
+    before = torch.get_num_threads()
+    if a.device.type != "cpu" or EIGH_THREADS is None or before <= EIGH_THREADS:
+        return torch.linalg.eigh(a)
+    torch.set_num_threads(EIGH_THREADS)
+    try:
+        return torch.linalg.eigh(a)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _ridge_factors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -183,14 +193,14 @@ def _ridge_factors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     n, p = x.shape
     if n <= p:
         xd = x.to(torch.float64)
-        lam, u = torch.linalg.eigh(xd @ xd.T)
+        lam, u = _eigh(xd @ xd.T)
         left, right = (xd.T @ u).to(torch.float32), u.T.to(torch.float32)
     else:
         gram = torch.zeros((p, p), dtype=torch.float64, device=x.device)
         for start in range(0, n, _GRAM_ROWS):                   # no full float64 copy of x
             xc = x[start:start + _GRAM_ROWS].to(torch.float64)
             gram += xc.T @ xc
-        lam, v = torch.linalg.eigh(gram)
+        lam, v = _eigh(gram)
         left = v.to(torch.float32)
         right = (x.to(torch.float32) @ left).T
     return left, lam.clamp_min(0.0), right
@@ -218,15 +228,11 @@ def ridge_cv_scores(X: np.ndarray, Y: np.ndarray, splits: Sequence[Split],
     """
     X = _matrix("X", X)
     Y = _matrix("Y", Y, n_rows=X.shape[0])
-    splits = list(splits)
-    for train, held in splits:
-        for name, idx in (("train", train), ("held-out", held)):
-            idx = np.asarray(idx)
-            if idx.ndim != 1 or idx.size < 2 or idx.min() < 0 or idx.max() >= X.shape[0]:
-                raise ConfigError(f"a {name} index set of splits is not >= 2 row indices in "
-                                  f"[0, {X.shape[0]}); build splits with bootstrap_splits")
-    if not splits:
-        raise ConfigError("splits is empty; build it with bootstrap_splits")
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splits]
+    if not splits or any(i.ndim != 1 or i.size < 2 or i.min() < 0 or i.max() >= X.shape[0]
+                         for split in splits for i in split):
+        raise ConfigError(f"splits must be (train, held) pairs of >= 2 row indices in "
+                          f"[0, {X.shape[0]}); build them with bootstrap_splits")
     return _cv_scores(X, Y, splits, _alpha_grid(alphas), _check_batch(voxel_batch), _device(device),
                       progress)
 
@@ -369,13 +375,8 @@ class BootstrapRidge:
     def __init__(self, alphas=DEFAULT_ALPHAS, n_boots: int = N_BOOTS, chunk_len: int = CHUNK_LEN,
                  held_frac: float = HELD_FRAC, seed: int = 0, voxel_batch: int = VOXEL_BATCH,
                  device=None):
-        self.alphas = alphas
-        self.n_boots = n_boots
-        self.chunk_len = chunk_len
-        self.held_frac = held_frac
-        self.seed = seed
-        self.voxel_batch = voxel_batch
-        self.device = device
+        self.alphas, self.n_boots, self.chunk_len, self.held_frac = alphas, n_boots, chunk_len, held_frac
+        self.seed, self.voxel_batch, self.device = seed, voxel_batch, device
 
     def fit(self, X: np.ndarray, Y: np.ndarray, segments: Optional[Sequence[int]] = None,
             progress: ProgressFn = None) -> "BootstrapRidge":
