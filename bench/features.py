@@ -22,7 +22,6 @@ because other processes share the cores. Target (issue "Engine spine II"): batch
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import sys
@@ -48,28 +47,10 @@ DEMO_STORIES, DEMO_STORY_S = 14, 160.0  #: the demo's corpus size (issue text)
 
 
 def synthesize(text: str, seconds: float, rate_wpm: int = 165) -> np.ndarray:
-    """``seconds`` of 16 kHz float32 speech: espeak-ng (ctypes) speaking ``text``, repeated."""
-    import espeakng_loader
-    from scipy.signal import resample_poly
+    """``seconds`` of 16 kHz float32 speech: espeak-ng speaking ``text``, repeated."""
+    from core.data.demo.synth import speak_text
 
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)
-    chunks = []
-    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    def collect(wav, n, _events):
-        if n > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    callback = proto(collect)
-    lib.espeak_SetSynthCallback(callback)
-    lib.espeak_SetVoiceByName(b"en-us")
-    lib.espeak_SetParameter(1, rate_wpm, 0)
-    buf = text.encode() + b"\0"
-    lib.espeak_Synth(buf, len(buf), 0, 0, 0, 0, None, None)
-    lib.espeak_Synchronize()
-    x = resample_poly(np.concatenate(chunks) / 32768.0, 320, 441).astype(np.float32)
+    x = speak_text(text, rate_wpm=rate_wpm)
     reps = int(np.ceil(seconds * SR / len(x)))
     return np.tile(x, reps)[:int(seconds * SR)]
 

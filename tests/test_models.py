@@ -1,7 +1,6 @@
 """Model registry: specs, hf: folders and offline errors, random models, weight hashes, the CT2 → HF
 Whisper conversion (round trip on a random model; transcription with the bundled weights)."""
 
-import ctypes
 import struct
 
 import numpy as np
@@ -261,28 +260,10 @@ def test_bundled_missing_wheel_says_what_to_install(monkeypatch):
 
 # -- the bundled weights really are Whisper: transcribe synthesized speech -------------------
 def _espeak(text, rate=165):
-    """16 kHz float32 speech of ``text`` from espeak-ng (espeakng-loader) through ctypes."""
-    import espeakng_loader
-    from scipy.signal import resample_poly
+    """16 kHz float32 speech of ``text`` from espeak-ng (espeakng-loader)."""
+    from core.data.demo.synth import speak_text
 
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    assert lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0) == 22050
-    chunks = []
-    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    def collect(wav, n, _events):
-        if n > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    callback = proto(collect)
-    lib.espeak_SetSynthCallback(callback)
-    lib.espeak_SetVoiceByName(b"en-us")
-    lib.espeak_SetParameter(1, rate, 0)  # espeakRATE, words per minute
-    buf = text.encode() + b"\0"
-    lib.espeak_Synth(buf, len(buf), 0, 0, 0, 0, None, None)
-    lib.espeak_Synchronize()
-    return resample_poly(np.concatenate(chunks) / 32768.0, 320, 441).astype(np.float32)
+    return speak_text(text, rate_wpm=rate)
 
 
 def _greedy_transcribe(folder, tokenizer_json, audio, english_only, max_tokens=40):

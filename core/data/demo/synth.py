@@ -235,6 +235,19 @@ def speak_sentence(words: list, voice: str = "en-us", rate_wpm: int = 160) -> Ut
     return Utterance(audio=audio, words=out_words, phones=phones, dropped=dropped)
 
 
+def speak_text(text: str, voice: str = "en-us", rate_wpm: int = 165) -> np.ndarray:
+    """Free text spoken by espeak-ng, ``(n,)`` float32 at 16 kHz (no word/phone timing checks).
+
+    For test sentences and benchmarks; stories use :func:`speak_sentence`, which also returns the
+    word and phone events.
+    """
+    from core.data.audio import resample_to
+
+    with _LOCK:
+        audio, _ = _engine().speak(text, voice, rate_wpm)
+    return resample_to(audio.astype(np.float32) / 32768.0, ESPEAK_RATE, SAMPLE_RATE)
+
+
 @dataclass
 class SpokenStory:
     """A story's 16 kHz audio ``(n,)`` float32 with word/phone events ``(onset_s, offset_s, label)``."""
