@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# One-shot, idempotent set-up on a fresh machine: system packages (Debian, when root), a venv in
-# .venv, pinned Python requirements. Used by the README's two commands and by .ci/run.
+# One-shot, idempotent set-up on a fresh machine: a venv in .venv with the pinned Python
+# requirements; with --test also the system packages the browser tests need (Debian's chromium).
+# Used by the README's two commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="chromium espeak-ng"
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+APT_PACKAGES=""
+[ "${1:-}" = "--test" ] && APT_PACKAGES="chromium"
+if [ -z "$APT_PACKAGES" ]; then
+  :
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""
   for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
