@@ -239,6 +239,17 @@ def job_panel(status: Optional[dict], launch: Callable[[], Path], what: str, key
     _poll(Path(status["run_dir"]), what)
 
 
+def encode_launcher(ds, subject: str, spec: str, what: str, key: str) -> None:
+    """For an encode not cached yet: its job status, its cost note and the launch / progress panel."""
+    status = studio.encode_job(ds, subject, spec)
+    if status and status["state"] == "done":
+        st.rerun()
+    note = studio.encode_note(ds, spec)
+    if note:
+        st.caption(note)
+    job_panel(status, lambda: studio.launch_encode(ds, subject, spec), what, key=key)
+
+
 def _poll(run_dir: Path, what: str) -> None:
     """A fragment that re-reads the job status every POLL_S seconds and reruns the page when done."""
     from core.jobs import cancel_job, job_status

@@ -24,14 +24,7 @@ if result is None:
     st.markdown(f"No encoding of **{spec}** for {subject} yet. It fits a ridge encoding model per "
                 "layer on the training stories and scores it on the held-out test story.")
     with _ui.shown_errors():
-        status = studio.encode_job(ds, subject, spec)
-    if status and status["state"] == "done":
-        st.rerun()
-    note = studio.encode_note(ds, spec)
-    if note:
-        st.caption(note)
-    _ui.job_panel(status, lambda: studio.launch_encode(ds, subject, spec), f"the encoding of {spec}",
-                  key=f"enc-{spec}")
+        _ui.encode_launcher(ds, subject, spec, f"the encoding of {spec}", key=f"enc-{spec}")
     _ui.cli_hint(cli)
     st.stop()
 

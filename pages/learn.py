@@ -79,14 +79,7 @@ for col, (spec, title) in zip(cols, STEPS.items()):
             with _ui.model_lookup(spec):
                 res = studio.cached_result(ds, subject, spec)
             if res is None:
-                status = studio.encode_job(ds, subject, spec)
-                if status and status["state"] == "done":
-                    st.rerun()
-                note = studio.encode_note(ds, spec)
-                if note:
-                    st.caption(note)
-                _ui.job_panel(status, lambda spec=spec: studio.launch_encode(ds, subject, spec),
-                              f"encoding {spec}", key=f"learn-{spec}")
+                _ui.encode_launcher(ds, subject, spec, f"encoding {spec}", key=f"learn-{spec}")
                 continue
             results[spec] = res
             layer = studio.best_layer(res)
