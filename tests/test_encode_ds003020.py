@@ -84,3 +84,18 @@ def test_encode_bad_input(fixture, capsys, tmp_path, argv, needle):
 def test_describe_bad_path(capsys, tmp_path):
     code, _, err = _run(capsys, "datasets", "describe", "--data", f"ds003020:{tmp_path / 'missing'}")
     assert code == 2 and "missing" in err
+
+
+def test_encode_refuses_to_replace_a_foreign_folder(fixture, capsys, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = _run(capsys, "encode", "--data", f"ds003020:{fixture['root']}", "--subject", "UTS01",
+                        "--features", "lowlevel:wordrate", "--out", str(out))
+    assert code == 2 and "not an encode result" in err
+    assert (out / "notes.txt").read_text() == "keep me"
+    # a previous result folder is replaced in place
+    assert _run(capsys, "encode", "--data", f"ds003020:{fixture['root']}", "--subject", "UTS01",
+                "--features", "lowlevel:wordrate", "--out", str(tmp_path / "enc"))[0] == 0
+    assert _run(capsys, "encode", "--data", f"ds003020:{fixture['root']}", "--subject", "UTS01",
+                "--features", "lowlevel:wordrate", "--out", str(tmp_path / "enc"))[0] == 0

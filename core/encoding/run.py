@@ -80,6 +80,12 @@ def encode(dataset, subject: str, source, layers: Optional[Sequence[str]], out_d
     from core.features.pipeline import tr_features
 
     t0 = time.time()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "summary.json").exists():
+        from core.errors import ConfigError
+
+        raise ConfigError(f"output folder {out_dir} exists and is not an encode result (no summary.json); "
+                          f"it would be replaced — choose a new or empty --out")
     if subject not in dataset.subjects:
         from core.errors import DataError
 
