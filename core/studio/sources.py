@@ -188,7 +188,7 @@ def encode_note(dataset, spec: str) -> Optional[str]:
         return (f"Fast feature mode (the demo's default, because the paper's protocol takes hours on "
                 f"2 CPU cores): a {source.window_s:g} s window every {source.step_s:g} s keeping the "
                 f"mean of its last second's frames, Whisper run on the window's own length — {windows}. "
-                "About 10 minutes on 2 CPU cores for whisper-tiny; done once, then cached. The paper "
+                "About 5 minutes on 2 idle CPU cores for whisper-tiny; done once, then cached. The paper "
                 "protocol: `--mode paper`.")
     return (f"Speech-model features follow the paper's protocol: the model runs on a "
             f"{source.window_s:g} s window every {source.step_s:g} s of audio — {windows}. Minutes on "
