@@ -251,19 +251,20 @@ def read_words(path: Path) -> Events:
     Raises DataError when the file has no word tier (no IntervalTier named word/words and fewer
     than two IntervalTiers).
     """
-    tiers = read_tiers(path)
-    tier = _choose(tiers, WORD_NAMES, PHONE_NAMES, 1)
-    if tier is None:
-        raise DataError(f"TextGrid {path} has no word tier (tiers: {[t.name for t in tiers]}); "
-                        "it needs an IntervalTier named 'word' or a second IntervalTier")
-    return _events(tier, clean_word)
+    return _read_tier(path, "word", WORD_NAMES, PHONE_NAMES, 1, clean_word)
 
 
 def read_phones(path: Path) -> Events:
     """Phone events of the TextGrid at ``path`` (cleaned, sorted by onset; seconds)."""
+    return _read_tier(path, "phone", PHONE_NAMES, WORD_NAMES, 0, clean_phone)
+
+
+def _read_tier(path: Path, kind: str, names, other_names, position: int, clean) -> Events:
+    """Events of the ``kind`` tier: by name when present, else the tier at ``position``."""
     tiers = read_tiers(path)
-    tier = _choose(tiers, PHONE_NAMES, WORD_NAMES, 0)
+    tier = _choose(tiers, names, other_names, position)
     if tier is None:
-        raise DataError(f"TextGrid {path} has no phone tier (tiers: {[t.name for t in tiers]}); "
-                        "it needs an IntervalTier named 'phone' or a first IntervalTier")
-    return _events(tier, clean_phone)
+        nth = ("first", "second")[position]
+        raise DataError(f"TextGrid {path} has no {kind} tier (tiers: {[t.name for t in tiers]}); "
+                        f"it needs an IntervalTier named '{kind}' or a {nth} IntervalTier")
+    return _events(tier, clean)

@@ -116,14 +116,21 @@ def top_voxels(dataset, subject: str, n: int = 3) -> list:
 
 # -- learn page ---------------------------------------------------------------------------------
 
-def ground_truth_counts(dataset, subject: str) -> Optional[pd.DataFrame]:
-    """Planted voxels per ROI and type (demo only): ``roi, type, n_voxels, share`` for the ROIs
-    holding planted voxels (``share`` = fraction of the ROI's voxels); None for real data."""
+def _planted(dataset) -> Optional[tuple]:
+    """``(type_names list, voxel_type (n_voxels,) int codes)`` of the demo's truth; None for real data."""
     gt = dataset.ground_truth()
     if gt is None:
         return None
-    names = [str(n) for n in gt["type_names"]]
-    vt = np.asarray(gt["voxel_type"])
+    return [str(n) for n in gt["type_names"]], np.asarray(gt["voxel_type"])
+
+
+def ground_truth_counts(dataset, subject: str) -> Optional[pd.DataFrame]:
+    """Planted voxels per ROI and type (demo only): ``roi, type, n_voxels, share`` for the ROIs
+    holding planted voxels (``share`` = fraction of the ROI's voxels); None for real data."""
+    planted = _planted(dataset)
+    if planted is None:
+        return None
+    names, vt = planted
     rows = []
     for roi, mask in dataset.rois(subject).items():
         if roi == "cortex" or not np.any(mask & (vt > 0)):
@@ -138,12 +145,13 @@ def ground_truth_flatmap(dataset, subject: str) -> Optional[bytes]:
     """PNG of the planted voxel types (none / acoustic / semantic / mixed) on the flatmap."""
     from core.viz.flatmap import flatmap_png
 
-    gt, mapping = dataset.ground_truth(), dataset.surface(subject)
-    if gt is None or mapping is None:
+    planted, mapping = _planted(dataset), dataset.surface(subject)
+    if planted is None or mapping is None:
         return None
-    vt = np.asarray(gt["voxel_type"], dtype=np.float32)
+    names, codes = planted
+    vt = codes.astype(np.float32)
     vt[vt == 0] = np.nan
-    names = [str(n) for n in gt["type_names"]][1:]
+    names = names[1:]
     return flatmap_png(vt, mapping, vmin=0.5, vmax=len(names) + 0.5, cmap=_types_cmap(), threshold=None,
                        title="planted voxel types (" + ", ".join(f"{i + 1} {n}" for i, n in enumerate(names)) + ")",
                        with_rois=True, colorbar_label="planted type")
@@ -170,11 +178,10 @@ def scores_by_type(dataset, result_dir: Path, metric: str = "cc_norm") -> Option
     The check of the whole method on the demo: an acoustic space should score on acoustic voxels,
     a semantic one on semantic voxels. None for real data (no ground truth).
     """
-    gt = dataset.ground_truth()
-    if gt is None:
+    planted = _planted(dataset)
+    if planted is None:
         return None
-    names = [str(n) for n in gt["type_names"]]
-    vt = np.asarray(gt["voxel_type"])
+    names, vt = planted
     rows = []
     for depth, layer in enumerate(layer_names(result_dir)):
         vals = scores(result_dir, layer, metric)
