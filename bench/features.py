@@ -10,7 +10,12 @@ On ~1 min of espeak-ng speech (``espeakng-loader``), with ``bundled:whisper-tiny
    Lanczos resampling to TR = 2 s stamps (median over feature dimensions of the Pearson r);
 4. the time to extract a demo-sized corpus (14 stories × 160 s) in each mode, extrapolated from
    the windows/s measured here (Whisper windows are all padded to 30 s, so cost per window is
-   constant).
+   constant);
+5. a roofline: the floating-point operations of one full window (counted by
+   ``torch.utils.flop_counter``, attention included), the rate the loop reaches with them, and the
+   rate of a plain fp32 matrix product of the model's largest shape on the same threads. Their ratio
+   bounds the speed-up any implementation of the same arithmetic can have over the loop on this
+   machine: batching cannot beat it by more than that.
 
 Timings are wall-clock on this machine with the torch threads it has; the load average is printed
 because other processes share the cores. Target (issue "Engine spine II"): batched ≥ 5× the loop.
@@ -77,6 +82,38 @@ def loop_features(model, audio, ends, window_s):
     return {i: np.stack(r) for i, r in rows.items()}
 
 
+def window_flops(model, window_s: float) -> int:
+    """Floating-point operations of one full-length window in :func:`loop_features` (attention
+    included: the CPU flash-attention kernel is not in torch's table, it is given sdpa's formula)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    aten = torch.ops.aten
+    extra = {aten._scaled_dot_product_flash_attention_for_cpu:
+             lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)}
+    audio = np.random.default_rng(0).standard_normal(int(window_s * SR)).astype(np.float32) * 0.1
+    counter = FlopCounterMode(display=False, custom_mapping=extra)
+    with counter:
+        loop_features(model, audio, [len(audio)], window_s)
+    return int(counter.get_total_flops())
+
+
+def gemm_rate(model, window_s: float, repeats: int = 20) -> float:
+    """Best fp32 matrix-product rate (flop/s) of ``(frames, d) @ (d, 4d)`` on torch's threads: the
+    shape of a full window's feed-forward layer, the bulk of the work."""
+    import torch
+
+    d = model.module.config.hidden_size
+    frames = 1500 if model.family == "whisper" else int(window_s * 50)  # 50 Hz frames (20 ms)
+    a, b = torch.randn(frames, d), torch.randn(d, 4 * d)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * frames * d * 4 * d / best
+
+
 def timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -134,6 +171,10 @@ def main() -> int:
                     for layer in layers}
 
     rate_p, rate_l, rate_f = n_paper / wall_p, len(pick) / wall_l, n_fast / wall_f
+    flops, peak = window_flops(model, paper.window_s), gemm_rate(model, paper.window_s)
+    full = ends[ends >= int(paper.window_s * SR)][:8]  # full-length windows only: `flops` is theirs
+    _, wall_full, _ = timed(lambda: loop_features(model, audio, full, paper.window_s))
+    loop_rate = flops * len(full) / wall_full  # flop/s the loop reaches
     corpus_s = DEMO_STORIES * DEMO_STORY_S
     res = {
         "model": args.model, "seconds": args.seconds, "load_average": round(load, 2),
@@ -142,6 +183,9 @@ def main() -> int:
         "loop": {"windows": int(len(pick)), "wall_s": round(wall_l, 2), "cpu_s": round(cpu_l, 2),
                  "windows_per_s": round(rate_l, 3)},
         "speedup_batched_vs_loop": round(rate_p / rate_l, 2),
+        "roofline": {"gflop_per_window": round(flops / 1e9, 3), "loop_gflop_per_s": round(loop_rate / 1e9, 1),
+                     "gemm_gflop_per_s": round(peak / 1e9, 1),
+                     "speedup_bound_same_arithmetic": round(peak / loop_rate, 2)},
         "max_abs_delta": delta, "max_abs_value": scale,
         "fast": {"windows": n_fast, "wall_s": round(wall_f, 2), "cpu_s": round(cpu_f, 2),
                  "windows_per_s": round(rate_f, 3)},
@@ -154,6 +198,9 @@ def main() -> int:
     print(f"batched paper : {rate_p:7.3f} windows/s ({n_paper} windows, {wall_p:.1f} s wall, {cpu_p:.1f} s CPU)")
     print(f"one-by-one    : {rate_l:7.3f} windows/s ({len(pick)} windows, {wall_l:.1f} s wall, {cpu_l:.1f} s CPU)")
     print(f"speed-up      : {rate_p / rate_l:.2f}×   largest |Δ| {delta:.2e} (values up to {scale:.1f})")
+    print(f"roofline      : {flops / 1e9:.1f} GFLOP per window; the loop runs at {loop_rate / 1e9:.0f} GFLOP/s, "
+          f"a bare fp32 matmul at {peak / 1e9:.0f} GFLOP/s → no implementation of the same arithmetic "
+          f"can be more than {peak / loop_rate:.2f}× faster than the loop on this machine")
     print(f"fast mode     : {rate_f:7.3f} windows/s ({n_fast} windows, {wall_f:.1f} s wall) "
           f"= {args.seconds / wall_f:.2f} s of audio per second")
     print("median r at TR stamps vs paper, per layer: fast (mean of last 1 s) / single frame every 1 s")

@@ -102,6 +102,21 @@ def test_whisper_loop_matches_transformers_forward_exactly():
     assert set(only_first) == {1} and torch.equal(only_first[1], ref[1])
 
 
+@pytest.mark.parametrize("idx", [[0, 1, 2], [2], [0, 1]])
+def test_whisper_states_at_kept_frames_equal_the_full_pass(idx):
+    m = load_model("random:whisper-tiny")
+    feats = m.preprocessor([_audio(3.0), _audio(1.0, 1)], sampling_rate=SR, return_tensors="pt").input_features
+    keep = torch.tensor([[149, 148, 10], [0, 49, 49]])  # any frames, repeats allowed
+    with torch.no_grad():
+        full = whisper_hidden_states(m.module, feats, idx)
+        kept = whisper_hidden_states(m.module, feats, idx, keep=keep)
+    assert set(kept) == set(idx)
+    for i in idx:
+        assert kept[i].shape == (2, 3, 32)
+        ref = torch.stack([full[i][0, keep[0]], full[i][1, keep[1]]])
+        torch.testing.assert_close(kept[i], ref, atol=2e-6, rtol=1e-5)
+
+
 def _dataset(seconds=2.0, name="tiny"):
     st = make_story(n_trs_run=12)
     st.audio = _audio(seconds, seed=3)
