@@ -89,6 +89,8 @@ def main() -> None:
             print(f"{name:10s}: {secs[name]:8.1f} s  " + "  ".join(
                 f"{layer} {v:.4f}" for layer, v in mean_r[name].items()), flush=True)
     planted = ds.ground_truth()["voxel_type"] > 0
+    print("mean r over the planted voxels: " + "  ".join(
+        f"{name} " + "/".join(f"{np.nanmean(v[planted]):.3f}" for v in r[name].values()) for name in r))
     pairs = {"fast_vs_paper": ("fast", "paper"), "paper_0.2s_vs_paper": ("paper_even", "paper"),
              "phase_even_vs_odd": ("paper_even", "paper_odd")}
     out = {name: compare(r[a], r[b], planted) for name, (a, b) in pairs.items()}
@@ -96,7 +98,9 @@ def main() -> None:
     for name, res in out.items():
         print(f"  {name:20s} " + "  ".join(
             f"{v['mean_abs_dr']:.4f} ({v['mean_abs_dr_planted']:.4f})" for v in res.values()))
+    mean_r_planted = {name: {layer: float(np.nanmean(v[planted])) for layer, v in r[name].items()} for name in r}
     print(json.dumps({"model": args.model, "tiny": args.tiny, "seconds": secs, "mean_r": mean_r,
+                      "mean_r_planted": mean_r_planted,
                       "comparisons": out, "load_average": os.getloadavg()[0]}))
 
 

@@ -17,7 +17,8 @@ On ~1 min of espeak-ng speech (``espeakng-loader``), with ``bundled:whisper-tiny
    bounds the speed-up any implementation of the same arithmetic can have over the loop on this
    machine: batching cannot beat it by more than that.
 
-Timings are wall-clock on this machine with the torch threads it has; the load average is printed
+Timings are wall-clock on this machine with the torch threads it has (or on its GPU, where the
+engine puts models when CUDA is present); the load average is printed
 because other processes share the cores. Target (issue "Engine spine II"): batched ≥ 5× the loop.
 
     python bench/features.py                       # whisper-tiny.en, 60 s of speech
@@ -65,20 +66,21 @@ def loop_features(model, audio, ends, window_s):
     import torch
 
     win = int(round(window_s * SR))
+    dev = next(model.module.parameters()).device
     rows = {}
     with torch.inference_mode():
         for end in ends:
             w = audio[max(0, end - win):end]
             if model.family == "whisper":
                 enc = model.preprocessor(w, sampling_rate=SR, return_tensors="pt", return_attention_mask=True)
-                hs = model.module(enc.input_features, output_hidden_states=True).hidden_states
+                hs = model.module(enc.input_features.to(dev), output_hidden_states=True).hidden_states
                 last = (int(enc.attention_mask.sum()) - 1) // 2
             else:
                 iv = model.preprocessor(w, sampling_rate=SR, return_tensors="pt").input_values
-                hs = model.module(iv, output_hidden_states=True).hidden_states
+                hs = model.module(iv.to(dev), output_hidden_states=True).hidden_states
                 last = hs[0].shape[1] - 1
             for i, h in enumerate(hs):
-                rows.setdefault(i, []).append(h[0, last].numpy())
+                rows.setdefault(i, []).append(h[0, last].cpu().numpy())
     return {i: np.stack(r) for i, r in rows.items()}
 
 
@@ -112,11 +114,15 @@ def gemm_rate(model, window_s: float, repeats: int = 20) -> float:
 
     d = model.module.config.hidden_size
     frames = 1500 if model.family == "whisper" else int(window_s * 50)  # 50 Hz frames (20 ms)
-    a, b = torch.randn(frames, d), torch.randn(d, 4 * d)
+    dev = next(model.module.parameters()).device
+    a, b = torch.randn(frames, d, device=dev), torch.randn(d, 4 * d, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     best = np.inf
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2.0 * frames * d * 4 * d / best
 
