@@ -14,12 +14,12 @@ On ~1 min of espeak-ng speech (``espeakng-loader``), with ``bundled:whisper-tiny
 5. a roofline: the floating-point operations of one full window (counted by
    ``torch.utils.flop_counter``, attention included), the rate the loop reaches with them, and the
    rate of a plain fp32 matrix product of the model's largest shape on the same threads. Their ratio
-   bounds the speed-up any implementation of the same arithmetic can have over the loop on this
-   machine: batching cannot beat it by more than that.
+   is about the most any implementation of the same arithmetic can gain over the loop on this
+   machine (a large matmul is the fastest thing the hardware does), batching included.
 
 Timings are wall-clock on this machine with the torch threads it has (or on its GPU, where the
-engine puts models when CUDA is present); the load average is printed
-because other processes share the cores. Target (issue "Engine spine II"): batched ≥ 5× the loop.
+engine puts models when CUDA is present); the load average is printed because other processes share
+the cores. Target (issue "Engine spine II"): batched ≥ 5× the loop.
 
     python bench/features.py                       # whisper-tiny.en, 60 s of speech
     python bench/features.py --seconds 20 --loop-windows 12 --model random:wav2vec2

@@ -31,10 +31,11 @@ the 10 Hz sampling, so even paper-mode TR features depend on the sampling phase.
 
 Batching: windows of equal input length share a forward pass (all full-length windows; Whisper: all
 windows, padded alike). Whisper's top layer is computed only at the kept frames (its keys and values
-still see every frame): 1.27× less time for whisper-tiny's 4 layers, float round-off only. On CPU
-that is the whole gain: one window per pass already runs at the machine's matmul rate
-(``bench/features.py`` prints the roofline), so batching pays on a GPU only. Audio after the last whole stride is not covered; audio shorter than one
-stride has no window and raises :class:`DataError` naming the story.
+still see every frame): 1.27× less time for whisper-tiny's 4 layers, float round-off only. On 2 CPU
+cores that is most of the gain there is: one window per pass already runs at ~80 % of the machine's
+fp32 matmul rate (``bench/features.py`` prints this roofline), so batching pays on a GPU. Audio
+after the last whole stride is not covered; audio shorter than one stride has no window and raises
+:class:`DataError` naming the story.
 
 Cache: each (model fingerprint incl. weights hash, story audio hash, protocol, layer) is one
 ``.npz`` under ``<cache>/layer_features/`` (``times`` (n_windows,) s, ``values`` (n_windows, hidden)).
