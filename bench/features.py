@@ -61,35 +61,14 @@ def synthesize(text: str, seconds: float, rate_wpm: int = 165) -> np.ndarray:
     return np.tile(x, reps)[:int(seconds * SR)]
 
 
-def loop_features(model, audio, ends, window_s):
-    """The plain reference: each window alone through transformers; ``{hidden index: (n, d)}``."""
-    import torch
-
-    win = int(round(window_s * SR))
-    dev = next(model.module.parameters()).device
-    rows = {}
-    with torch.inference_mode():
-        for end in ends:
-            w = audio[max(0, end - win):end]
-            if model.family == "whisper":
-                enc = model.preprocessor(w, sampling_rate=SR, return_tensors="pt", return_attention_mask=True)
-                hs = model.module(enc.input_features.to(dev), output_hidden_states=True).hidden_states
-                last = (int(enc.attention_mask.sum()) - 1) // 2
-            else:
-                iv = model.preprocessor(w, sampling_rate=SR, return_tensors="pt").input_values
-                hs = model.module(iv.to(dev), output_hidden_states=True).hidden_states
-                last = hs[0].shape[1] - 1
-            for i, h in enumerate(hs):
-                rows.setdefault(i, []).append(h[0, last].cpu().numpy())
-    return {i: np.stack(r) for i, r in rows.items()}
-
-
 def window_flops(model, source, window_s: float) -> tuple:
-    """Floating-point operations of one full-length window: ``(loop, batched)``, the loop of
-    :func:`loop_features` and ``source``'s own forward pass (attention included: the CPU
-    flash-attention kernel is not in torch's table, it is given sdpa's formula)."""
+    """Floating-point operations of one full-length window: ``(loop, batched)``, the plain loop
+    (:func:`core.features.layers.one_window_features`) and ``source``'s own forward pass (attention
+    included: the CPU flash-attention kernel is not in torch's table, it is given sdpa's formula)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    from core.features.layers import one_window_features
 
     aten = torch.ops.aten
     extra = {aten._scaled_dot_product_flash_attention_for_cpu:
@@ -98,7 +77,7 @@ def window_flops(model, source, window_s: float) -> tuple:
     idx = list(range(model.n_layers + 1))
     frames = torch.tensor([[source._last_frame(len(audio))]])
     counts = []
-    for fn in (lambda: loop_features(model, audio, [len(audio)], window_s),
+    for fn in (lambda: one_window_features(model, audio, [len(audio)], window_s),
                lambda: source._forward([audio], idx, frames)):
         counter = FlopCounterMode(display=False, custom_mapping=extra)
         with counter, torch.inference_mode():
@@ -150,7 +129,7 @@ def main() -> int:
     import torch
 
     from core.features.lanczos import lanczos_resample
-    from core.features.layers import window_bounds
+    from core.features.layers import one_window_features, window_bounds
     from core.models import feature_source, load_model
 
     load = os.getloadavg()[0]
@@ -166,7 +145,7 @@ def main() -> int:
     n_paper = len(got[layers[0]].times)
     _, ends = window_bounds(len(audio), SR, paper.window_s, paper.step_s)
     pick = np.unique(np.linspace(0, len(ends) - 1, min(args.loop_windows, len(ends))).round().astype(int))
-    ref, wall_l, cpu_l = timed(lambda: loop_features(model, audio, ends[pick], paper.window_s))
+    ref, wall_l, cpu_l = timed(lambda: one_window_features(model, audio, ends[pick], paper.window_s))
     delta = max(float(np.abs(got[layer].values[pick] - ref[i]).max()) for i, layer in enumerate(layers))
     scale = max(float(np.abs(ref[i]).max()) for i in ref)
     fgot, wall_f, cpu_f = timed(lambda: fast.extract(audio, layers))
@@ -186,7 +165,7 @@ def main() -> int:
     rate_p, rate_l, rate_f = n_paper / wall_p, len(pick) / wall_l, n_fast / wall_f
     (flops, flops_b), peak = window_flops(model, paper, paper.window_s), gemm_rate(model, paper.window_s)
     full = ends[ends >= int(paper.window_s * SR)][:8]  # full-length windows only: `flops` is theirs
-    _, wall_full, _ = timed(lambda: loop_features(model, audio, full, paper.window_s))
+    _, wall_full, _ = timed(lambda: one_window_features(model, audio, full, paper.window_s))
     loop_rate = flops * len(full) / wall_full  # flop/s the loop reaches
     corpus_s = DEMO_STORIES * DEMO_STORY_S
     res = {

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from core.errors import ConfigError, DataError, ModelError
-from core.features.layers import ModelFeatureSource, whisper_hidden_states, window_bounds
+from core.features.layers import (ModelFeatureSource, one_window_features, whisper_hidden_states,
+                                  window_bounds)
 from core.models import feature_source, load_model
 from tests.fakes import InMemoryDataset, make_story
 
@@ -21,31 +22,11 @@ def _audio(seconds, seed=0):
 
 
 def _reference(spec, audio, window_s, step_s, n_avg=1):
-    """Plain loop: each window alone through the transformers model, its own preprocessing.
-
-    Returns (times (n,), {hidden index: (n, d)}). Whisper: the feature extractor pads to 30 s and
-    its attention mask tells which mel frames are real; the kept encoder frame is the last whose
-    centre mel frame (2j) is real. wav2vec2: the last output frame.
-    """
-    m = load_model(spec)
-    dev = next(m.module.parameters()).device
-    step, win = int(round(step_s * SR)), int(round(window_s * SR))
-    times, rows = [], {}
-    for end in range(step, len(audio) + 1, step):
-        w = audio[max(0, end - win):end]
-        with torch.no_grad():
-            if m.family == "whisper":
-                enc = m.preprocessor(w, sampling_rate=SR, return_tensors="pt", return_attention_mask=True)
-                hs = m.module(enc.input_features.to(dev), output_hidden_states=True).hidden_states
-                last = (int(enc.attention_mask.sum()) - 1) // 2
-            else:
-                iv = m.preprocessor(w, sampling_rate=SR, return_tensors="pt").input_values
-                hs = m.module(iv.to(dev), output_hidden_states=True).hidden_states
-                last = hs[0].shape[1] - 1
-        for i, h in enumerate(hs):
-            rows.setdefault(i, []).append(h[0, max(0, last - n_avg + 1):last + 1].mean(0).cpu().numpy())
-        times.append(end / SR)
-    return np.array(times), {i: np.stack(r) for i, r in rows.items()}
+    """Plain loop (``one_window_features``): each window alone through the transformers model, its
+    own preprocessing; windows end every ``step_s``. Returns (times (n,), {hidden index: (n, d)})."""
+    step = int(round(step_s * SR))
+    ends = list(range(step, len(audio) + 1, step))
+    return np.array(ends) / SR, one_window_features(load_model(spec), audio, ends, window_s, n_avg)
 
 
 def test_window_bounds_closed_form():

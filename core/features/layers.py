@@ -85,6 +85,39 @@ def audio_hash(audio: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
+def one_window_features(model, audio: np.ndarray, ends, window_s: float, n_avg: int = 1) -> dict:
+    """The plain reference path: each window alone through transformers — its own preprocessing and
+    a full ``model(…, output_hidden_states=True)`` — keeping the mean of its last ``n_avg`` frames.
+
+    ``model`` a :class:`core.models.SpeechModel`; ``audio`` ``(n_samples,)`` at its sample rate;
+    ``ends`` window ends in samples; ``window_s`` in seconds. Whisper: the feature extractor pads to
+    30 s and its attention mask tells which mel frames are real; the kept encoder frame is the last
+    whose centre mel frame (2j) is real. wav2vec2-style: the last output frame. Returns
+    ``{hidden index: (len(ends), hidden)}`` float32. What :meth:`ModelFeatureSource.extract` is tested
+    (``tests/test_layer_features.py``) and benchmarked (``bench/features.py``) against.
+    """
+    import torch
+
+    win = int(round(window_s * model.sample_rate))
+    dev = next(model.module.parameters()).device
+    rows: Dict[int, list] = {}
+    with torch.inference_mode():
+        for end in ends:
+            w = audio[max(0, end - win):end]
+            if model.family == "whisper":
+                enc = model.preprocessor(w, sampling_rate=model.sample_rate, return_tensors="pt",
+                                         return_attention_mask=True)
+                hs = model.module(enc.input_features.to(dev), output_hidden_states=True).hidden_states
+                last = (int(enc.attention_mask.sum()) - 1) // 2
+            else:
+                iv = model.preprocessor(w, sampling_rate=model.sample_rate, return_tensors="pt").input_values
+                hs = model.module(iv.to(dev), output_hidden_states=True).hidden_states
+                last = hs[0].shape[1] - 1
+            for i, h in enumerate(hs):
+                rows.setdefault(i, []).append(h[0, max(0, last - n_avg + 1):last + 1].mean(0).cpu().numpy())
+    return {i: np.stack(r) for i, r in rows.items()}
+
+
 class ModelFeatureSource:
     """Layer features of model ``spec`` (a :class:`core.features.base.FeatureSource`).
 
@@ -314,11 +347,11 @@ def whisper_hidden_states(encoder, input_features, idx: Sequence[int], keep=None
     out = {0: take(x)} if 0 in idx else {}
     for i in range(top):
         if rows is not None and i + 1 == top:
-            x = _whisper_layer_at(encoder.layers[i], x, rows)  # already (B, k, d)
+            x = h = _whisper_layer_at(encoder.layers[i], x, rows)  # already (B, k, d)
         else:
             x = encoder.layers[i](x, None)
+            h = take(x)
         if i + 1 in idx:
-            h = x if rows is not None and i + 1 == top else take(x)
             out[i + 1] = encoder.layer_norm(h) if i + 1 == n_layers else h
     return out
 
