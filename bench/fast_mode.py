@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from core.data.demo import DemoConfig, open_demo
-    from core.encoding.run import encode
+    from core.pipelines.encode import encode
     from core.features import source_for
 
     ds = open_demo(DemoConfig.tiny() if args.tiny else None)

@@ -63,16 +63,55 @@ def _resolve_features(args):
     return source, parse_layers(source, args.layers or "all")
 
 
+def parse_story_list(text: str) -> tuple:
+    """Stories from ``a,b,c`` or from a file (``@FILE`` or an existing path): one story per line
+    (``#`` comments) or a JSON list."""
+    from core.errors import ConfigError
+
+    text = str(text).strip()
+    path = Path(text[1:] if text.startswith("@") else text).expanduser()
+    if text.startswith("@") or (path.is_file() and "," not in text):
+        try:
+            raw = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read the story list {path} ({err}); give a file with one story "
+                              "per line, or a comma-separated list") from None
+        if raw.lstrip().startswith("["):
+            try:
+                items = json.loads(raw)
+            except ValueError as err:
+                raise ConfigError(f"story list {path} is not a JSON list ({err})") from None
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ConfigError(f"story list {path} must be a JSON list of story names")
+        else:
+            items = [line.split("#")[0].strip() for line in raw.splitlines()]
+    else:
+        items = [t.strip() for t in text.split(",")]
+    items = [i for i in items if i]
+    if not items:
+        raise ConfigError(f"no story in {text!r}; give e.g. --train-stories story1,story2 or @stories.txt")
+    return tuple(items)
+
+
 def _cmd_encode(args) -> int:
     from core.data import load_dataset
-    from core.encoding.run import EncodeParams, encode
+    from core.data.roi_groups import read_roi_groups
+    from core.encoding.params import EncodeParams
+    from core.pipelines.encode import encode
 
-    params = EncodeParams(seed=args.seed)
+    overrides = {"seed": args.seed}
+    if args.train_stories:
+        overrides["train_stories"] = parse_story_list(args.train_stories)
+    params = EncodeParams.for_protocol(args.protocol, **overrides)
+    groups = read_roi_groups(args.roi_groups) if args.roi_groups else None
     with _tqdm_progress("encode", not args.quiet) as progress:
         ds = load_dataset(args.data, progress=progress)
         source, layers = _resolve_features(args)
-        summary = encode(ds, args.subject, source, layers, Path(args.out), params, progress)
-    print(json.dumps({k: summary[k] for k in ("subject", "features", "n_voxels", "layers")}, indent=1))
+        summary = encode(ds, args.subject, source, layers, Path(args.out), params, groups, progress)
+    prov = summary["provenance"]
+    out = {k: summary[k] for k in ("subject", "features", "n_voxels", "layers")}
+    out.update({k: prov[k] for k in ("protocol", "feature_mode", "train_stories", "skipped")})
+    print(json.dumps(out, indent=1))
     return 0
 
 
@@ -98,12 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "fast: every 1 s, mean of the last second's frames). Default: fast on the demo, "
                         "paper elsewhere")
     e.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    e.add_argument("--protocol", choices=("project", "released"), default="project",
+                   help="evaluation protocol: project (default; delay per story before the trim, "
+                        "alpha by held-out r, whole test story) or released (the released code: its 24 "
+                        "training stories, test from row 40, alpha by signed sqrt R^2, ceiling ddof 1, "
+                        "trim, z-score, then delay)")
+    e.add_argument("--train-stories", help="training stories: a,b,c or @FILE (one per line or a JSON "
+                                           "list); default: the protocol's")
+    e.add_argument("--roi-groups", help='JSON file {"group": ["ROI", ...]} of ROI groups to summarise '
+                                        "(default: semantic = Broca, sPMv, IPS, RSC, FO; auditory = AC)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     e.set_defaults(func=_cmd_encode)
     return p
 
 
 def main(argv=None) -> int:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("core")
+    if not logger.handlers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,9 @@ Nothing half-written is ever visible: write to a temp name in the same folder, t
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -45,7 +48,12 @@ def artifact_path(kind: str, key: str, suffix: str = "") -> Path:
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp file path beside ``final``; rename onto ``final`` only if the block succeeds."""
+    """Yield a temp file path beside ``final``; rename onto ``final`` only if the block succeeds.
+
+    ``os.replace`` of a file is atomic: readers see the old or the new file, and concurrent writers
+    never raise (the last one wins). Use it for files whose content may change, and for
+    content-addressed files alike (two writers of one key write the same bytes).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
@@ -59,19 +67,113 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``final``; it replaces ``final`` only if the block succeeds."""
+def atomic_dir(final: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temp folder beside ``final``; publish it as ``final`` only if the block succeeds.
+
+    Parameters
+    ----------
+    final : the folder to publish.
+    replace : what to do when ``final`` already exists (non-empty) when the block ends.
+
+        - ``False`` — *content-addressed* folders (a key names the content): the existing folder is
+          kept and the new copy discarded. Concurrent writers of one key all return normally, and a
+          reader never finds the folder missing or half-written.
+        - ``True`` (default) — folders whose content may legitimately change (a user's ``--out``
+          folder, a dataset rebuilt by a new code version): the new folder replaces the old one by
+          an atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``: readers see the old or the new
+          folder, never none), then the old one is removed. Where the exchange is unsupported,
+          the old folder is renamed aside, the new one renamed in and the old one removed (a reader
+          may find ``final`` missing for that instant); concurrent writers never raise, the last
+          one wins.
+
+    Never "delete, then rename": the folder a reader opens is never removed before its successor
+    is in place (for ``replace=True``: except on the fallback path).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if replace:
+            _publish_replacing(tmp, final)
+        else:
+            _publish_keeping(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_keeping(tmp: Path, final: Path) -> bool:
+    """Rename ``tmp`` to ``final`` unless a non-empty ``final`` exists; True when ``tmp`` was published."""
+    try:
+        os.rename(tmp, final)  # replaces an empty folder; fails on a non-empty one
+        return True
+    except OSError as err:
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.is_dir():
+            return False  # a complete copy is already there: keep it (the caller discards tmp)
+        raise
+
+
+_RENAME_EXCHANGE = 2  #: renameat2 flag (linux/fs.h)
+_AT_FDCWD = -100
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """libc's ``renameat2`` (glibc ≥ 2.28), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap paths ``a`` and ``b`` (Linux ``renameat2``); False when unsupported here.
+
+    Raises FileNotFoundError when ``b`` vanished meanwhile (a concurrent writer moved it aside).
+    """
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:
+        raise FileNotFoundError(err, os.strerror(err), str(b))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # kernel or file system lacks it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _publish_replacing(tmp: Path, final: Path) -> None:
+    """Publish ``tmp`` as ``final``, replacing an existing folder (see :func:`atomic_dir`)."""
+    old = []
+    try:
+        for _ in range(100):  # each turn either publishes or moves a concurrent writer's folder aside
+            try:
+                os.rename(tmp, final)  # final absent (or an empty folder)
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            try:
+                if _exchange(tmp, final):  # tmp now holds the previous folder
+                    old.append(tmp)
+                    return
+            except FileNotFoundError:
+                continue
+            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            old.append(aside)
+            try:
+                os.rename(final, aside)  # onto the empty placeholder
+            except FileNotFoundError:
+                pass  # another writer moved it first: try again
+        raise OSError(errno.EBUSY, f"could not publish {final}: too many concurrent writers")
+    finally:
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -84,10 +186,11 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 def save_json(path: Path, obj) -> None:
     """Atomically write ``obj`` as indented JSON."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=json_default))
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps`` ``default=`` for numpy scalars/arrays and paths (TypeError otherwise)."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -97,6 +200,7 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
 
 
 def cached_arrays(kind: str, key: str, compute: Callable[[], Mapping[str, np.ndarray]]) -> dict:

@@ -30,6 +30,7 @@ class Context:
     dataset: object = None
     subject: Optional[str] = None
     source: Optional[str] = None
+    protocol: str = "project"
     error: Optional[str] = None
 
 
@@ -102,6 +103,10 @@ def _sidebar() -> Context:
     if st.session_state.get("_kept_source", st.session_state.get("source")) not in specs:
         st.session_state.pop("_kept_source", None)
         st.session_state["source"] = DEFAULT_SOURCE if DEFAULT_SOURCE in specs else specs[0]
+    ctx.protocol = _kept(sb.radio, "protocol", "Evaluation protocol", list(studio.PROTOCOLS),
+                         format_func=studio.PROTOCOLS.get,
+                         help="How encodings are fitted and scored: this project's protocol, or the "
+                              "released code's (README: 'Two evaluation protocols')")
     ctx.source = _kept(sb.selectbox, "source", "Feature space / model", specs, format_func=labels.get,
                        help="Low-level and semantic feature spaces, speech models (their layers), "
                             "brain-tuned checkpoints found in the cache, or any model spec")
@@ -239,15 +244,15 @@ def job_panel(status: Optional[dict], launch: Callable[[], Path], what: str, key
     _poll(Path(status["run_dir"]), what)
 
 
-def encode_launcher(ds, subject: str, spec: str, what: str, key: str) -> None:
+def encode_launcher(ds, subject: str, spec: str, what: str, key: str, protocol: str = "project") -> None:
     """For an encode not cached yet: its job status, its cost note and the launch / progress panel."""
-    status = studio.encode_job(ds, subject, spec)
+    status = studio.encode_job(ds, subject, spec, protocol)
     if status and status["state"] == "done":
         st.rerun()
     note = studio.encode_note(ds, spec)
     if note:
         st.caption(note)
-    job_panel(status, lambda: studio.launch_encode(ds, subject, spec), what, key=key)
+    job_panel(status, lambda: studio.launch_encode(ds, subject, spec, protocol), what, key=key)
 
 
 def _poll(run_dir: Path, what: str) -> None:

@@ -15,21 +15,24 @@ subject, spec = ctx.subject, ctx.source
 if spec is None:
     st.info("Choose a feature space or model in the sidebar (or type a valid model spec).")
     st.stop()
-st.caption(f"`{ctx.data}` · subject **{subject}** · features **{spec}** — change them in the sidebar")
+st.caption(f"`{ctx.data}` · subject **{subject}** · features **{spec}** · protocol **{ctx.protocol}** — "
+           "change them in the sidebar")
 
 with _ui.shown_errors(), _ui.model_lookup(spec):
-    result = studio.cached_result(ds, subject, spec)
-    cli = studio.cli_encode_command(ctx.data, subject, spec)
+    result = studio.cached_result(ds, subject, spec, ctx.protocol)
+    cli = studio.cli_encode_command(ctx.data, subject, spec, protocol=ctx.protocol)
 if result is None:
     st.markdown(f"No encoding of **{spec}** for {subject} yet. It fits a ridge encoding model per "
                 "layer on the training stories and scores it on the held-out test story.")
     with _ui.shown_errors():
-        _ui.encode_launcher(ds, subject, spec, f"the encoding of {spec}", key=f"enc-{spec}")
+        _ui.encode_launcher(ds, subject, spec, f"the encoding of {spec}", key=f"enc-{spec}-{ctx.protocol}",
+                            protocol=ctx.protocol)
     _ui.cli_hint(cli)
     st.stop()
 
 with _ui.shown_errors():
     layers = studio.layer_names(result)
+    st.caption(studio.result_badge(result))
 c1, c2, c3 = st.columns([2, 1, 1])
 with c1:
     if len(layers) > 1:
@@ -100,7 +103,9 @@ with d4:
         st.download_button("Viewer (zip)", file_name=f"{stem}_webgl.zip", mime="application/zip",
                            data=lambda: studio.viewer_zip(out))
 
-with st.expander("Layer and ROI tables"):
+with st.expander("Layer, ROI and ROI-group tables"):
     st.dataframe(studio.layer_table(result), hide_index=True)
     st.dataframe(rois_summary, hide_index=True)
+    st.caption("ROI groups (union of their ROIs; n_voxels = voxels with a cc_norm)")
+    st.dataframe(studio.group_table(result, layer), hide_index=True)
 _ui.cli_hint(cli)

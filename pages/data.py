@@ -1,10 +1,10 @@
 """Data page: stories (audio, transcript, words per TR), responses of chosen voxels, voxel counts,
 and the noise ceiling on the cortex."""
 
-import altair as alt
 import streamlit as st
 
 from core import studio
+from core.viz.charts import histogram, response_chart, words_per_tr_chart
 from pages import _ui
 
 ctx = _ui.context()
@@ -28,14 +28,7 @@ with _ui.shown_errors():
 st.subheader("TR timeline: words per TR")
 st.caption("Each TR (2 s of scanning) hears the words whose onset falls in its window. Grey bars are "
            "TRs dropped by the [10:-5] trim; the rest line up with the response rows.")
-timeline["kept"] = timeline["response_row"] >= 0
-st.altair_chart(
-    alt.Chart(timeline).mark_bar().encode(
-        x=alt.X("start_s:Q", title="audio time (s)"), y=alt.Y("n_words:Q", title="words in TR"),
-        color=alt.Color("kept:N", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#bbbbbb"]),
-                        legend=None),
-        tooltip=["tr", "start_s", "n_words", "words", "response_row"]).properties(height=180),
-    width="stretch")
+st.altair_chart(words_per_tr_chart(timeline), width="stretch")
 with st.expander("Stories table"):
     st.dataframe(stories, hide_index=True, width="stretch")
 
@@ -61,13 +54,13 @@ with left:
     elif voxels:
         with _ui.shown_errors(stop=False):
             preview = studio.response_preview(ds, subject, story, voxels[:8])
-            st.altair_chart(alt.Chart(preview).mark_line().encode(
-                x=alt.X("time_s:Q", title="audio time (s)"), y=alt.Y("response:Q", title="response (z)"),
-                color=alt.Color("voxel:N")).properties(height=220), width="stretch")
+            st.altair_chart(response_chart(preview), width="stretch")
 
 st.header("Noise ceiling")
 st.caption("cc_max: the best correlation any model could reach for a voxel, estimated from the repeats "
-           "of the test story (Schoppe et al. 2016). It is the `cc_max.npy` of every encode.")
+           "of the test story (Schoppe et al. 2016). It is the `cc_max.npy` of every encode under the "
+           "project protocol (z-scored repeats, ddof 0, the whole test story); voxels with NaN or "
+           "constant responses or repeats are dropped.")
 if studio.flatmap_available(ds, subject):
     with st.spinner(_ui.FIRST_FLATMAP_NOTE), _ui.shown_errors(stop=False):
         png = _ui.ceiling_png(ctx.data, subject)
@@ -75,6 +68,4 @@ if studio.flatmap_available(ds, subject):
 else:
     _ui.no_mapping_note(subject)
 with _ui.shown_errors(stop=False):
-    from core.viz.charts import histogram
-
     st.altair_chart(histogram(studio.noise_ceiling(ds, subject), bins=40, label="cc_max"), width="stretch")

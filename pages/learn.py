@@ -1,10 +1,10 @@
 """Learn: the idea of brain-tuning as a guided walk on the demo brain — listen, see the planted
 truth, then the real results of feature spaces → encoding model → alignment maps."""
 
-import altair as alt
 import streamlit as st
 
 from core import studio
+from core.viz.charts import planted_share_chart, type_score_chart
 from pages import _ui
 
 ctx = _ui.context()
@@ -47,13 +47,7 @@ with _ui.shown_errors():
     counts = studio.ground_truth_counts(ds, subject)
 if counts is not None and len(counts):
     st.caption("Share of each ROI's voxels planted with each type")
-    st.altair_chart(alt.Chart(counts).mark_bar().encode(
-        y=alt.Y("roi:N", title=None, sort="-x", axis=alt.Axis(labelOverlap=False)), x=alt.X("share:Q", title="share of the ROI's voxels",
-                                                         axis=alt.Axis(format="%")),
-        color=alt.Color("type:N", scale=alt.Scale(domain=list(studio.TYPE_COLORS),
-                                                  range=list(studio.TYPE_COLORS.values()))),
-        tooltip=["roi", "type", "n_voxels", alt.Tooltip("share:Q", format=".0%")]
-    ).properties(height=28 * counts["roi"].nunique() + 20), width="stretch")
+    st.altair_chart(planted_share_chart(counts, studio.TYPE_COLORS), width="stretch")
 
 # -- 3. feature spaces → encoding model → maps ----------------------------------------------------
 st.header("3 · Feature spaces → encoding model → alignment map")
@@ -77,20 +71,22 @@ for col, (spec, title) in zip(cols, STEPS.items()):
         st.subheader(title)
         with _ui.shown_errors(stop=False):
             with _ui.model_lookup(spec):
-                res = studio.cached_result(ds, subject, spec)
+                res = studio.cached_result(ds, subject, spec, ctx.protocol)
             if res is None:
-                _ui.encode_launcher(ds, subject, spec, f"encoding {spec}", key=f"learn-{spec}")
+                _ui.encode_launcher(ds, subject, spec, f"encoding {spec}", key=f"learn-{spec}-{ctx.protocol}",
+                                    protocol=ctx.protocol)
                 continue
             results[spec] = res
             layer = studio.best_layer(res)
             if studio.flatmap_available(ds, subject):
                 png = _ui.score_png(ctx.data, subject, str(res), layer, "cc_norm", LEARN_THRESHOLD)
                 st.image(png, caption=f"{spec} · {layer} · cc_norm ≥ {LEARN_THRESHOLD}")
+            st.caption(studio.result_badge(res))
             rois = studio.roi_table(res, layer).set_index("roi")["mean_cc_norm"]
             for roi, what in COMPARE_ROIS.items():
                 if roi in rois:
                     st.metric(f"mean cc_norm in {roi} ({what})", f"{rois[roi]:.2f}")
-            _ui.cli_hint(studio.cli_encode_command(ctx.data, subject, spec))
+            _ui.cli_hint(studio.cli_encode_command(ctx.data, subject, spec, protocol=ctx.protocol))
 
 # -- 4. compare -----------------------------------------------------------------------------------
 st.header("4 · Which voxels does each feature space explain?")
@@ -106,17 +102,6 @@ else:
         for spec, res in results.items():
             table = studio.scores_by_type(ds, res)
             table = table[table["type"] != "none"]
-            color = alt.Color("type:N", scale=alt.Scale(domain=list(studio.TYPE_COLORS),
-                                                        range=list(studio.TYPE_COLORS.values())))
-            tooltip = ["layer", "type", alt.Tooltip("value:Q", format=".3f")]
-            if table["layer"].nunique() > 1:
-                chart = alt.Chart(table).mark_line(point=True).encode(
-                    x=alt.X("layer:N", sort=list(dict.fromkeys(table["layer"])), title="layer"),
-                    y=alt.Y("value:Q", title="mean cc_norm"), color=color, tooltip=tooltip)
-            else:
-                chart = alt.Chart(table).mark_bar().encode(
-                    x=alt.X("type:N", sort=list(studio.TYPE_COLORS), title="planted voxel type"),
-                    y=alt.Y("value:Q", title="mean cc_norm"), color=color, tooltip=tooltip)
             st.markdown(f"**{STEPS[spec]}**")
-            st.altair_chart(chart.properties(height=200), width="stretch")
+            st.altair_chart(type_score_chart(table, studio.TYPE_COLORS), width="stretch")
     st.caption("Open *Alignment maps* for any layer's full map, ROI chart and downloads.")

@@ -26,6 +26,15 @@ HRF; the rest noise. Sampled at all ``R − 5`` TR stamps and trimmed ``[10:-5]`
 (``core.data.timing``), z-scored, plus Gaussian noise (each repeat of the test story its own),
 then z-scored per story like the released data. One voxel has NaNs (rows of one training story),
 one is constant (zeros everywhere).
+
+``real_defects=True`` adds what the real download has (``planted`` keys in brackets): a voxel with
+``-inf`` in one training story's ``data`` ("inf"), a voxel with NaNs in one repeat of the test
+story ("nan_repeat"), one with ``+inf`` in a repeat ("inf_repeat"), and one constant over time in
+one repeat ("constant_repeat"); the test story's ``data`` stays finite for those. They are taken
+from the noise voxels, so every other planted voxel and value is the same as without it.
+
+:func:`corrupt_hf5_chunk` damages an ``.hf5`` so that it opens (headers read fine) but reading a
+dataset fails inside h5py, like a torn download.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ from core.data.layout import (fill_gaps, responses_dir, stimuli_dir, textgrid_di
 from core.data.textgrid import clean_phone, clean_word
 from core.features.spectral import mel_band_envelopes
 from core.store import atomic_path
+
+#: keys of ``planted[subj]`` added by ``real_defects=True``
+DEFECTS = ("inf", "nan_repeat", "inf_repeat", "constant_repeat")
 
 #: test, val, then training stories (real ds003020 names; life is short-format in the real data)
 STORY_ORDER = ("wheretheressmoke", "stagefright", "adollshouse", "life", "legacy", "souls", "naked",
@@ -169,7 +181,7 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 def make_ds003020_fixture(root: Path, *, n_stories: int = 5, n_voxels: int = 300,
                           n_repeats: int = 4, duration_range: tuple = (50.0, 62.0),
-                          noise_sd: float = 0.6, seed: int = 0) -> dict:
+                          noise_sd: float = 0.6, seed: int = 0, real_defects: bool = False) -> dict:
     """Write the fixture under ``root`` and return what was planted.
 
     Parameters
@@ -181,6 +193,8 @@ def make_ds003020_fixture(root: Path, *, n_stories: int = 5, n_voxels: int = 300
     duration_range : (min, max) story audio duration, seconds.
     noise_sd : noise standard deviation per repeat, relative to a unit-variance planted signal.
     seed : every random choice derives from it.
+    real_defects : also plant ``-inf`` in a training story's data and NaN / ``+inf`` / constant
+        voxels in the test story's repeats (module docstring; ``planted`` keys ``DEFECTS``).
 
     Returns
     -------
@@ -189,7 +203,8 @@ def make_ds003020_fixture(root: Path, *, n_stories: int = 5, n_voxels: int = 300
     {"sample_rate", "channels", "textgrid"}}, ``words`` / ``phones`` {story: expected cleaned
     Events}, ``raw_words`` / ``raw_phones`` {story: raw intervals}, ``subjects`` {subj:
     {"stories", "missing", "n_voxels", "n_repeats"}}, ``planted`` {subj: {"acoustic",
-    "wordrate", "noise", "nan", "constant": voxel indices}}.
+    "wordrate", "noise", "nan", "constant": voxel indices}}, plus ``DEFECTS`` keys (one voxel each)
+    when ``real_defects``.
     """
     if not 3 <= n_stories <= len(STORY_ORDER):
         raise ValueError(f"n_stories must be 3..{len(STORY_ORDER)}")
@@ -236,6 +251,10 @@ def make_ds003020_fixture(root: Path, *, n_stories: int = 5, n_voxels: int = 300
         plant = {"acoustic": np.sort(perm[:n_a]), "wordrate": np.sort(perm[n_a:n_a + n_w]),
                  "nan": perm[n_a + n_w:n_a + n_w + 1], "constant": perm[n_a + n_w + 1:n_a + n_w + 2],
                  "noise": np.sort(perm[n_a + n_w + 2:])}
+        if real_defects:  # from the noise voxels, without drawing from rng (all else unchanged)
+            k = n_a + n_w + 2
+            plant.update({name: perm[k + i:k + i + 1] for i, name in enumerate(DEFECTS)})
+            plant["noise"] = np.sort(perm[k + len(DEFECTS):])
         # smooth random band weightings: a few Gaussian bumps across the 32 mel bands
         centres = rng.uniform(0, 31, size=(n_a, 3))
         band = np.arange(32)
@@ -256,8 +275,36 @@ def make_ds003020_fixture(root: Path, *, n_stories: int = 5, n_voxels: int = 300
                     arr[..., plant["constant"]] = 0.0
             if story == names[2]:
                 data[3:7, plant["nan"]] = np.nan
+                if real_defects:
+                    data[10, plant["inf"]] = -np.inf
+            if real_defects and rep_data is not None:
+                rep_data[1, 5:9, plant["nan_repeat"]] = np.nan
+                rep_data[reps - 1, 0, plant["inf_repeat"]] = np.inf
+                rep_data[0, :, plant["constant_repeat"]] = 0.25
             write_responses(responses_dir(root, subj) / f"{story}.hf5", data, rep_data)
         out["planted"][subj] = plant
         out["subjects"][subj] = {"stories": sorted(stories), "missing": sorted(set(names) - set(stories)),
                                  "n_voxels": nv, "n_repeats": n_repeats}
     return out
+
+
+def corrupt_hf5_chunk(path: Path, name: str = "data") -> None:
+    """Rewrite ``path`` with dataset ``name`` gzip-chunked, then overwrite its first chunk's bytes
+    (same file size): the file opens and ``f[name].shape`` reads, but ``f[name][()]`` raises
+    ``OSError`` ("filter returned failure during read") inside h5py."""
+    import h5py
+
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        arrays = {k: f[k][()] for k in f}
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            if k == name:
+                f.create_dataset(k, data=v, chunks=v.shape, compression="gzip")
+            else:
+                f.create_dataset(k, data=v)
+    with h5py.File(path, "r") as f:
+        chunk = f[name].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.byte_offset)
+        fh.write(b"\xff" * chunk.size)

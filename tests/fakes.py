@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from core.data import timing
-from core.data.base import SAMPLE_RATE, Dataset, Events, VoxelReport
+from core.data.base import SAMPLE_RATE, Dataset, Events, scan_voxels
 from core.store import key_hash
 
 #: tiny pronunciation dictionary used by make_dataset (ARPAbet, stress digits stripped)
@@ -108,10 +108,10 @@ class InMemoryDataset(Dataset):
         return int(next(iter(self._responses[subject].values())).shape[1])
 
     def voxel_report(self, subject):
-        y = np.vstack([self.responses(subject, s) for s in self.subject_stories(subject)])
-        nan = np.flatnonzero(np.isnan(y).any(0))
-        constant = np.flatnonzero(~np.isnan(y).any(0) & (np.nanstd(y, axis=0) == 0))
-        return VoxelReport(n_voxels=y.shape[1], nan=nan, constant=constant)
+        """The datasets' one rule (``core.data.base.scan_voxels``) over responses and repeats."""
+        reps = self.repeats(subject) if subject in self._repeats else ()
+        return scan_voxels(self.n_voxels(subject),
+                           (self.responses(subject, s) for s in self.subject_stories(subject)), list(reps))
 
     def surface(self, subject):
         return None

@@ -24,7 +24,7 @@ def fixture_root(tmp_path_factory):
 def wordrate_result(fixture_root):
     """The app's encode of lowlevel:wordrate for UTS01, computed here with the engine."""
     from core.data import load_dataset
-    from core.encoding.run import cached_encode
+    from core.pipelines.encode import cached_encode
     from core.features import resolve_source
 
     return cached_encode(load_dataset(f"ds003020:{fixture_root}"), "UTS01", resolve_source("lowlevel:wordrate"))
@@ -57,7 +57,8 @@ def test_data_page_on_a_folder_without_cortex_mapping(fixture_root):
     # voxel counts: 80 voxels, one NaN and one constant dropped by the fixture
     table = {row["what"]: row["n"] for _, row in [x for x in at.dataframe if "what" in x.value.columns][0].value.iterrows()}
     assert table["all voxels"] == 80 and table["kept for analysis"] == 78
-    assert table["dropped: NaN"] == 1 and table["dropped: constant"] == 1
+    assert table["dropped: NaN/inf"] == 1 and table["dropped: constant"] == 1
+    assert table["dropped: NaN/inf in test repeats"] == 0
     # a different story, then bad voxel lists: readable errors, page stays up
     at.selectbox(key="data_story").select("wheretheressmoke").run()
     assert not at.exception and not at.error
@@ -266,7 +267,7 @@ def test_alignment_page_with_model_layers(fixture_root):
     """A speech model's encode (every layer): layer slider, layer curve, per-layer tables."""
     from core import studio
     from core.data import load_dataset
-    from core.encoding.run import cached_encode
+    from core.pipelines.encode import cached_encode
 
     spec = "random:whisper-tiny"
     ds = load_dataset(f"ds003020:{fixture_root}")

@@ -41,7 +41,7 @@ def _free_port() -> int:
 def demo_with_encoding():
     """The demo dataset and its lowlevel:powspec encode, in the test cache."""
     from core.data import load_dataset
-    from core.encoding.run import cached_encode
+    from core.pipelines.encode import cached_encode
     from core.features import resolve_source
 
     from core import studio

@@ -1,12 +1,10 @@
-"""FIR delays against explicit shifted copies; the sklearn Delayer; no leaks across stories."""
+"""FIR delays against explicit shifted copies; no leaks across stories."""
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import make_pipeline
 
 from core.errors import ConfigError, DataError
-from core.features.delays import Delayer, make_delayed
+from core.features.delays import make_delayed
 
 
 def shifted(x, k):
@@ -49,22 +47,6 @@ def test_delays_per_story_do_not_leak():
     np.testing.assert_array_equal(leaked[10, :2], a[-1])
 
 
-def test_delayer_transformer():
-    x = np.random.default_rng(2).standard_normal((9, 3))
-    d = Delayer(delays=(1, 2)).fit(x)
-    np.testing.assert_array_equal(d.transform(x), np.hstack([shifted(x, 1), shifted(x, 2)]))
-    assert list(d.get_feature_names_out(["a", "b", "c"])) == [
-        "a_delay1", "b_delay1", "c_delay1", "a_delay2", "b_delay2", "c_delay2"]
-    assert list(d.get_feature_names_out())[:2] == ["x0_delay1", "x1_delay1"]
-    assert Delayer().get_params() == {"delays": (1, 2, 3, 4)}
-    # composes in an sklearn pipeline
-    y = np.random.default_rng(3).standard_normal(9)
-    pipe = make_pipeline(Delayer(), Ridge(alpha=1.0)).fit(x, y)
-    assert pipe[-1].coef_.shape == (12,)
-    with pytest.raises(DataError, match="fitted on 3"):
-        d.transform(x[:, :2])
-
-
 def test_bad_delays_and_shapes():
     x = np.zeros((5, 2))
     for bad in [(), (1, 1), (1.5,), ("a",)]:
@@ -72,5 +54,3 @@ def test_bad_delays_and_shapes():
             make_delayed(x, bad)
     with pytest.raises(DataError, match="n_trs, n_features"):
         make_delayed(np.zeros(5))
-    with pytest.raises(ConfigError, match="delays"):
-        Delayer(delays=(2, 2)).fit(x)

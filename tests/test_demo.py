@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from core.data import timing
-from core.data.base import SurfaceMapping
+from core.data.base import SurfaceMapping, VoxelReport, scan_voxels
 from core.data.cortex_rois import roi_masks
 from core.data.demo import DemoConfig, TYPE_NAMES, open_demo, simulate, synth, text
 from core.data.demo.dataset import DemoDataset, demo_is_built, demo_root_for, needs_build
@@ -68,6 +68,13 @@ def test_layout_written_exactly(tiny):
 def test_dataset_api(tiny):
     d = tiny.describe()
     assert d["subjects"] == ["S1"] and d["n_voxels"] == {"S1": N_VOX} and d["n_repeats"] == {"S1": 3}
+    assert d["tr"] == d["scanner_tr"] == tiny.scanner_tr == 2.0  # simulated at exactly 2.0 s
+    assert tiny.skipped == {} and tiny.skipped_for("S1") == []
+    rep = tiny.voxel_report("S1")  # the one dropping rule of core.data.base.scan_voxels
+    ref = scan_voxels(N_VOX, [tiny.responses("S1", s) for s in tiny.stories], list(tiny.repeats("S1")))
+    for name in VoxelReport.FIELDS:
+        np.testing.assert_array_equal(getattr(rep, name), getattr(ref, name))
+    assert rep.valid.sum() == N_VOX - len(rep.dropped) > 0.9 * N_VOX
     train = [s for s in tiny.stories if s not in (tiny.test_story, tiny.val_story)]
     assert tiny.split("S1") == {"train": train, "val": [tiny.val_story], "test": [tiny.test_story]}
     assert tiny.surface("S1") == S1_THIN

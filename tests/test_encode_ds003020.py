@@ -55,7 +55,12 @@ def test_encode_recovers_acoustic_voxels(fixture, capsys, tmp_path, subject):
     prov = summary["provenance"]
     assert prov["test_story"] == "wheretheressmoke" and "numpy" in prov["packages"]
     assert prov["params"]["n_boots"] == 3 and prov["params"]["chunk_len"] == 20
-    assert summary["layers"][layer]["roi"]["cortex"]["n_voxels"] == n_vox - 2
+    cortex = summary["layers"][layer]["roi"]["cortex"]
+    # n_voxels counts the voxels inside mean_cc_norm (finite cc_norm: ceiling >= 0.1), n_voxels_r those in mean_r
+    ccn = np.load(out / f"cc_norm_{layer}.npy")
+    assert cortex["n_voxels"] == int(np.isfinite(ccn).sum()) < n_vox - 2
+    assert cortex["n_voxels_r"] == n_vox - 2
+    assert cortex["mean_cc_norm"] == pytest.approx(float(np.nanmean(ccn.astype(np.float64))))
 
 
 def test_encode_wordrate_voxels(fixture, capsys, tmp_path):

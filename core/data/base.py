@@ -8,13 +8,16 @@ test split.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from types import MappingProxyType
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
 from core.data import timing
+from core.errors import DataError
 
 SAMPLE_RATE = 16_000  #: Hz, the rate every story's audio is served at (paper: audio resampled to 16 kHz)
 
@@ -54,25 +57,105 @@ class SurfaceMapping:
     filestore: Optional[Path] = None
 
 
+def _no_voxels() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass
 class VoxelReport:
-    """Voxels dropped from analysis (NaN anywhere, or constant over time), per subject."""
+    """Voxels dropped from analysis, per subject: four disjoint index arrays (int64, sorted).
+
+    A voxel is listed under the first rule it breaks, in this order:
+
+    ``nan``
+        a non-finite value (NaN or ±inf) anywhere in the subject's ``data`` of any story;
+    ``constant``
+        constant over time in some story's ``data`` (0/0 after per-story z-scoring);
+    ``nonfinite_repeats``
+        a non-finite value anywhere in the test story's ``individual_repeats`` (real ds003020
+        has them; :func:`core.encoding.ceiling.noise_ceiling` refuses them);
+    ``constant_repeats``
+        constant over time in some repeat (its noise ceiling is undefined).
+
+    ``n_voxels`` : all voxels of the subject.
+    """
 
     n_voxels: int
-    nan: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    constant: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    nan: np.ndarray = field(default_factory=_no_voxels)
+    constant: np.ndarray = field(default_factory=_no_voxels)
+    nonfinite_repeats: np.ndarray = field(default_factory=_no_voxels)
+    constant_repeats: np.ndarray = field(default_factory=_no_voxels)
+
+    FIELDS = ("nan", "constant", "nonfinite_repeats", "constant_repeats")  #: the dropped-voxel arrays
+
+    @property
+    def dropped(self) -> np.ndarray:
+        """Sorted indices of every dropped voxel ``(n_dropped,)``."""
+        return np.flatnonzero(~self.valid)
 
     @property
     def valid(self) -> np.ndarray:
         """Boolean mask ``(n_voxels,)`` of voxels kept."""
         keep = np.ones(self.n_voxels, dtype=bool)
-        keep[self.nan] = False
-        keep[self.constant] = False
+        for name in self.FIELDS:
+            keep[getattr(self, name)] = False
         return keep
 
+    def counts(self) -> dict:
+        """``{field: number of voxels}`` for each of :attr:`FIELDS`."""
+        return {name: int(len(getattr(self, name))) for name in self.FIELDS}
+
     def summary(self) -> str:
-        return (f"{len(self.nan)} NaN and {len(self.constant)} constant voxels dropped "
-                f"of {self.n_voxels}")
+        """One line, e.g. ``"3 of 300 voxels dropped: 1 NaN/inf and 1 constant in the responses,
+        1 NaN/inf and 0 constant in the test-story repeats"``."""
+        c = self.counts()
+        return (f"{self.n_voxels - int(self.valid.sum())} of {self.n_voxels} voxels dropped: "
+                f"{c['nan']} NaN/inf and {c['constant']} constant in the responses, "
+                f"{c['nonfinite_repeats']} NaN/inf and {c['constant_repeats']} constant in the "
+                "test-story repeats")
+
+
+def scan_voxels(n_voxels: int, responses: Iterable[np.ndarray],
+                repeats: Iterable[np.ndarray] = ()) -> VoxelReport:
+    """The one voxel-dropping rule (:class:`VoxelReport`), streamed over arrays.
+
+    Parameters
+    ----------
+    n_voxels : voxels of the subject.
+    responses : iterable of ``(n_trs, n_voxels)`` arrays — the subject's ``data`` per story.
+    repeats : iterable of ``(n_trs, n_voxels)`` arrays — each individual repeat of the test story
+        (empty when the subject has none). One array at a time is held, so memory stays bounded.
+
+    Returns
+    -------
+    VoxelReport with disjoint ``nan`` / ``constant`` / ``nonfinite_repeats`` / ``constant_repeats``.
+
+    Raises
+    ------
+    DataError
+        An array is not ``(n_trs, n_voxels)``.
+    """
+    masks = {name: np.zeros(int(n_voxels), dtype=bool) for name in VoxelReport.FIELDS}
+    for kind, arrays in (("", responses), ("_repeats", repeats)):
+        bad, const = masks["nan" if not kind else "nonfinite_repeats"], masks["constant" + kind]
+        for y in arrays:
+            y = np.asarray(y)
+            if y.ndim != 2 or y.shape[1] != int(n_voxels):
+                raise DataError(f"voxel scan: an array of shape {y.shape} does not match "
+                                f"(n_trs, {int(n_voxels)}) voxels; the subject's files disagree")
+            finite = np.isfinite(y)
+            bad |= ~finite.all(axis=0)
+            y = np.where(finite, y, np.nan)
+            with warnings.catch_warnings():  # all-NaN columns: flagged as non-finite above
+                warnings.simplefilter("ignore", RuntimeWarning)
+                const |= np.nanmin(y, axis=0) == np.nanmax(y, axis=0)
+    taken = np.zeros(int(n_voxels), dtype=bool)
+    out = {}
+    for name in VoxelReport.FIELDS:  # disjoint: each voxel under the first rule it breaks
+        m = masks[name] & ~taken
+        out[name] = np.flatnonzero(m)
+        taken |= m
+    return VoxelReport(n_voxels=int(n_voxels), **out)
 
 
 class Dataset:
@@ -82,7 +165,13 @@ class Dataset:
     ----------
     spec : str — the data spec it was opened from (``demo``, ``ds003020:<path>``).
     root : Path — dataset root (folder holding ``stimuli/`` and ``derivative/``).
-    tr : float — seconds per TR (2.0, the HuthLab simulated convention).
+    tr : float — seconds per TR of the time stamps features are resampled to (2.0, the HuthLab
+        simulated convention every published ds003020 result uses).
+    scanner_tr : float — seconds between acquisitions on the scanner, used where audio is paired
+        with TRs sample by sample (brain-tuning's per-TR snippets). ds003020: 2.0045; the demo:
+        its simulated TR (2.0). Defaults to ``tr``.
+    skipped : mapping story → reason, for stories left out of ``stories`` for every subject
+        because a file is missing (empty when nothing was skipped); see :meth:`skipped_for`.
     stories : list of str — stories with audio and transcript.
     subjects : list of str.
     test_story : str — the held-out story with individual repeats.
@@ -92,6 +181,8 @@ class Dataset:
     spec: str
     root: Path
     tr: float = timing.TR_SECONDS
+    scanner_tr: float = timing.TR_SECONDS
+    skipped: Mapping = MappingProxyType({})
     stories: list
     subjects: list
     test_story: str
@@ -143,8 +234,28 @@ class Dataset:
         return int(self.repeats(subject).shape[0])
 
     def voxel_report(self, subject: str) -> VoxelReport:
-        """NaN / constant voxels over all of the subject's responses (dropped from analysis)."""
+        """Voxels dropped from analysis (:class:`VoxelReport`): non-finite or constant in any
+        story's responses or in any repeat of the test story (rule: :func:`scan_voxels`)."""
         raise NotImplementedError
+
+    def skipped_for(self, subject: str) -> list:
+        """Stories of ``subject`` left out of its analysis, and why — for provenance and warnings.
+
+        Returns
+        -------
+        list of ``{"story", "file", "reason", "kind"}`` dicts sorted by story: ``file`` is the
+        missing (or unusable) file's path as a string (None when unknown); ``kind`` is ``"story-incomplete"`` (the
+        story lacks a stimulus file or respdict entry: skipped for every subject),
+        ``"response-missing"`` (a complete story without this subject's response file — a
+        partial download) or ``"not-recorded"`` (the published dataset has no such recording
+        for this subject: expected, not a loss). The base class lists :attr:`skipped` only.
+        """
+        return [{"story": s, "file": None, "reason": r, "kind": "story-incomplete"}
+                for s, r in sorted(self.skipped.items())]
+
+    def subject_skipped(self, subject: str) -> dict:
+        """``{story: reason}`` of :meth:`skipped_for` ``(subject)``."""
+        return {d["story"]: d["reason"] for d in self.skipped_for(subject)}
 
     def surface(self, subject: str) -> Optional[SurfaceMapping]:
         """Voxel → cortex mapping for flatmaps, or None when the dataset has no pycortex-db."""
@@ -180,5 +291,6 @@ class Dataset:
             "n_trs": {s: self.n_trs(s) for s in self.stories},
             "n_voxels": {s: self.n_voxels(s) for s in self.subjects},
             "tr": self.tr,
+            "scanner_tr": self.scanner_tr,
             "n_repeats": {s: self.n_repeats(s) for s in self.subjects},
         }

@@ -12,34 +12,60 @@ ds003020.md``)::
     derivative/subject_xfms.json                      optional {SUBJ: transform name}
     derivative/split.json                             optional {"test": story, "val": story}
                                                       (our extension; the demo writes it)
+    derivative/scanner_tr.json                        optional {"scanner_tr": seconds}
+                                                      (our extension; default 2.0045 s)
 
 Partial downloads work: a story is used when its wav, TextGrid and respdict entry are all present;
-a subject is a folder under ``preprocessed_data`` holding ``.hf5`` files. Everything is read lazily;
-file headers (hf5 shapes, wav sizes) are enough for :meth:`describe`.
+a subject is a folder under ``preprocessed_data`` holding ``.hf5`` files. What is left out is
+recorded, never dropped silently: :attr:`Ds003020Dataset.skipped` (stories lacking a stimulus file
+or respdict entry) and :meth:`Ds003020Dataset.skipped_for` (per subject, also complete stories
+without that subject's ``.hf5``). Everything is read lazily; file headers (hf5 shapes, wav sizes)
+are enough for :meth:`describe`. A file that opens but cannot be read (truncated, corrupt chunks)
+raises :class:`DataError` naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import warnings
+import math
+import os
+import re
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from core.data import timing
 from core.data.audio import load_audio
-from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, VoxelReport
+from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, VoxelReport, scan_voxels
 from core.data.layout import respdict_path, responses_dir, stimuli_dir, textgrid_dir
 from core.data.textgrid import read_phones, read_words
 from core.errors import DataError, StudioError
-from core.store import cached_arrays, key_hash
+from core.progress import ProgressFn, report
+from core.store import artifact_path, cached_arrays, file_hash, key_hash, save_json
 
 PAPER_TEST_STORY = "wheretheressmoke"  #: held-out story with repeats (LeBel et al. 2023)
 PAPER_VAL_STORY = "stagefright"  #: validation story of the paper's split
 DURATION_TOLERANCE_TRS = 2.0  #: |audio duration − (tr·R − 20 s)| allowed, in TRs
-VOXEL_REPORT_VERSION = "voxel-report-v1"  #: cache tag; bump when the NaN/constant rule changes
+VOXEL_REPORT_VERSION = "voxel-report-v2"  #: cache tag; bump when the dropping rule changes
+#: seconds between acquisitions on the ds003020 scanner (LeBel et al. 2023; brain-tuning pairs
+#: audio with TRs at this rate); ``tr`` (2.0 s) stays the stamp convention of the released data
+SCANNER_TR_SECONDS = 2.0045
+SCANNER_TR_FILE = "scanner_tr.json"  #: optional override under derivative/: {"scanner_tr": seconds}
+FINGERPRINT_VERSION = "ds-fingerprint-v2"  #: names + sizes + content digests (v1: names + sizes)
+#: stories recorded for UTS05–08 in ds003020 (UTS04: these minus "life"); UTS01–03 have all 84
+STORIES_27 = frozenset((
+    "adollshouse", "adventuresinsayingyes", "alternateithicatom", "avatar", "buck", "exorcism",
+    "eyespy", "fromboyhoodtofatherhood", "hangtime", "haveyoumethimyet", "howtodraw", "inamoment",
+    "itsabox", "legacy", "life", "myfirstdaywiththeyankees", "naked", "odetostepfather", "sloth",
+    "souls", "stagefright", "swimmingwithastronauts", "thatthingonmyarm",
+    "theclosetthatateeverything", "tildeath", "undertheinfluence", "wheretheressmoke"))
+RECORDED = {**{f"UTS0{i}": STORIES_27 for i in (5, 6, 7, 8)}, "UTS04": STORIES_27 - {"life"}}
+#: annexed files (datalad / git-annex) link to objects named by a content key: the key is the digest
+ANNEX_KEY = re.compile(r"^(?:SHA(?:1|256|384|512)|MD5|BLAKE2[A-Z0-9]*|SHA3_\d+)E?-s\d+--[0-9a-f]{32,128}")
+READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)  #: what h5py raises on damaged files
 LAYOUT_HELP = ("a ds003020 root holds stimuli/<story>.wav and derivative/ with TextGrids/, "
                "respdict.json and preprocessed_data/<SUBJ>/<story>.hf5")
 
@@ -62,6 +88,17 @@ def _available(names, limit: int = 12) -> str:
     return shown or "none"
 
 
+@contextlib.contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn h5py's errors while reading ``what`` of an opened ``path`` into one-line DataErrors."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        msg = " ".join(str(err).split())
+        raise DataError(f"cannot read {what} of {path} ({type(err).__name__}: {msg}); the file is "
+                        "truncated or corrupt — re-download it") from None
+
+
 class Ds003020Dataset(Dataset):
     """A dataset in the ds003020 layout (see the module docstring).
 
@@ -72,29 +109,23 @@ class Ds003020Dataset(Dataset):
 
     Attributes
     ----------
-    skipped : dict story → reason, for stories named by ``respdict.json`` or a TextGrid that
-        lack a file (partial downloads) and are therefore not in ``stories``.
+    skipped : dict story → reason, for stories named by ``respdict.json``, a TextGrid or a
+        subject's ``.hf5`` that lack a file (partial downloads) and are therefore not in
+        ``stories``. Per subject (also complete stories lacking its ``.hf5``): :meth:`skipped_for`.
+    scanner_tr : float — 2.0045 s, or ``derivative/scanner_tr.json``'s ``"scanner_tr"``.
     roi_notes : dict subject → why :meth:`rois` gave what it gave (e.g. no pycortex-db).
     """
+
+    DEFAULT_SCANNER_TR = SCANNER_TR_SECONDS  #: used when derivative/scanner_tr.json is absent
 
     def __init__(self, root: Path, spec: Optional[str] = None):
         self.root = check_layout(root)
         self.spec = spec or f"ds003020:{self.root}"
         self.respdict = self._read_respdict()
+        self.scanner_tr = self._read_scanner_tr()
         # exists() follows links: datalad/git-annex files not fetched yet are broken links = absent
         wavs = {p.stem for p in stimuli_dir(self.root).glob("*.wav") if p.exists()}
         grids = {p.stem for p in textgrid_dir(self.root).glob("*.TextGrid") if p.exists()}
-        self.skipped = {}
-        # a story is named by a TextGrid or respdict entry (a lone wav, e.g. the localizer, is not)
-        for s in sorted((grids | set(self.respdict)) - (wavs & grids & set(self.respdict))):
-            lack = [what for what, have in (("stimuli/<story>.wav", wavs),
-                                            ("derivative/TextGrids/<story>.TextGrid", grids),
-                                            ("a respdict.json entry", self.respdict)) if s not in have]
-            self.skipped[s] = "missing " + ", ".join(w.replace("<story>", s) for w in lack)
-        self.stories = sorted(wavs & grids & set(self.respdict))
-        if not self.stories:
-            raise DataError(f"no complete story under {self.root} (each needs stimuli/<story>.wav, "
-                            "derivative/TextGrids/<story>.TextGrid and a respdict.json entry)")
         pre = self.root / "derivative" / "preprocessed_data"
         self._hf5 = {}
         if pre.is_dir():
@@ -103,12 +134,29 @@ class Ds003020Dataset(Dataset):
                 if files:
                     self._hf5[d.name] = files
         self.subjects = sorted(self._hf5)
+        self.stories = sorted(wavs & grids & set(self.respdict))
+        # a story is named by a TextGrid, a respdict entry or a subject's .hf5 (a lone wav, e.g.
+        # the localizer, is not); named but incomplete → skipped, with the files it lacks
+        named = grids | set(self.respdict) | {s for files in self._hf5.values() for s in files}
+        self.skipped = {}
+        self._lacking: dict = {}  # story → [(missing file, what)] for skipped stories
+        for s in sorted(named - set(self.stories)):
+            lack = [(path, what) for path, what, have in (
+                (stimuli_dir(self.root) / f"{s}.wav", f"stimuli/{s}.wav", wavs),
+                (textgrid_dir(self.root) / f"{s}.TextGrid", f"derivative/TextGrids/{s}.TextGrid", grids),
+                (respdict_path(self.root), "a respdict.json entry", self.respdict)) if s not in have]
+            self._lacking[s] = lack
+            self.skipped[s] = "missing " + ", ".join(what for _, what in lack)
+        if not self.stories:
+            raise DataError(f"no complete story under {self.root} (each needs stimuli/<story>.wav, "
+                            "derivative/TextGrids/<story>.TextGrid and a respdict.json entry)")
         if not self.subjects:
             raise DataError(f"no responses under {pre} (expected <SUBJ>/<story>.hf5); "
                             "download derivative/preprocessed_data for at least one subject")
         self.test_story, self.val_story = self._choose_split()
         self._shapes: dict = {}
         self._reports: dict = {}
+        self._digests: Optional[dict] = None  # relative path → [size, mtime_ns, ctime_ns, ino, digest]
         self.roi_notes: dict = {}
 
     # -- construction helpers -------------------------------------------------------------
@@ -122,6 +170,21 @@ class Ds003020Dataset(Dataset):
             return {str(k): int(v) for k, v in raw.items()}
         except (ValueError, TypeError, AttributeError) as err:
             raise DataError(f"{path} is not a {{story: TRs}} JSON object ({err}); re-download it") from None
+
+    def _read_scanner_tr(self) -> float:
+        path = self.root / "derivative" / SCANNER_TR_FILE
+        if not path.is_file():
+            return type(self).DEFAULT_SCANNER_TR
+        try:
+            value = json.loads(path.read_text())["scanner_tr"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{path} must be {{\"scanner_tr\": seconds}} ({type(err).__name__}: "
+                            f"{err}); fix it, or delete it to use {self.DEFAULT_SCANNER_TR} s") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value <= 0:
+            raise DataError(f"{path}: \"scanner_tr\" must be a positive, finite number of seconds, "
+                            f"got {value!r}; fix it, or delete it to use {self.DEFAULT_SCANNER_TR} s")
+        return float(value)
 
     def _choose_split(self) -> tuple:
         path = self.root / "derivative" / "split.json"
@@ -143,9 +206,10 @@ class Ds003020Dataset(Dataset):
         for subj in self.subjects:
             for story, f in sorted(self._hf5[subj].items()):
                 if story in self.stories:
-                    with self._open(f) as h:
-                        if "individual_repeats" in h:
-                            return story, (val if val != story else None)
+                    with self._open(f) as h, _reading(f, "the dataset list"):
+                        has_repeats = "individual_repeats" in h
+                    if has_repeats:
+                        return story, (val if val != story else None)
         raise DataError(f"no test story under {self.root}: {PAPER_TEST_STORY} is absent and no .hf5 "
                         "holds 'individual_repeats'; download it or name one in derivative/split.json")
 
@@ -155,8 +219,9 @@ class Ds003020Dataset(Dataset):
 
         try:
             return h5py.File(path, "r")
-        except OSError as err:
-            raise DataError(f"cannot read {path} ({err}); it is corrupt or not fetched — "
+        except (OSError, RuntimeError) as err:
+            msg = " ".join(str(err).split())
+            raise DataError(f"cannot read {path} ({msg}); it is corrupt or not fetched — "
                             "re-download it") from None
 
     # -- stories ---------------------------------------------------------------------------
@@ -226,9 +291,10 @@ class Ds003020Dataset(Dataset):
         for story in self.subject_stories(subject):
             path = self._file(subject, story)
             with self._open(path) as h:
-                if "data" not in h:
-                    raise DataError(f"{path} has no 'data' dataset; re-download it")
-                shape = h["data"].shape
+                with _reading(path, "the header of 'data'"):
+                    shape = h["data"].shape if "data" in h else None
+            if shape is None:
+                raise DataError(f"{path} has no 'data' dataset; re-download it")
             if len(shape) != 2:
                 raise DataError(f"{path}: 'data' has shape {shape}, expected (R-20, n_voxels)")
             self._check_rows(path, story, shape[0])
@@ -253,24 +319,32 @@ class Ds003020Dataset(Dataset):
         (the OS page cache makes re-reads cheap; no second copy is held here)."""
         path = self._file(subject, story)
         self.n_voxels(subject)  # validates rows and voxel counts of every story (headers only)
-        with self._open(path) as h:
+        with self._open(path) as h, _reading(path, "'data'"):
             return h["data"].astype(np.float32)[()]
 
     def repeats(self, subject: str, story: Optional[str] = None) -> np.ndarray:
         """Individual repeats ``(n_repeats, R - 20, n_voxels)`` float32 of the test story."""
         story = self.test_story if story is None else story
         path = self._file(subject, story)
-        n_vox = self.n_voxels(subject)
         with self._open(path) as h:
-            if "individual_repeats" not in h:
-                raise DataError(f"{path} has no 'individual_repeats'; only the test story has them "
-                                f"(test story here: {self.test_story})")
-            ds = h["individual_repeats"]
-            if ds.ndim != 3 or ds.shape[2] != n_vox:
-                raise DataError(f"{path}: 'individual_repeats' has shape {ds.shape}, expected "
-                                f"(n_repeats, R-20, {n_vox})")
-            self._check_rows(path, story, ds.shape[1])
-            return ds.astype(np.float32)[()]
+            ds = self._repeats_dataset(h, path, subject, story)
+            with _reading(path, "'individual_repeats'"):
+                return ds.astype(np.float32)[()]
+
+    def _repeats_dataset(self, h, path: Path, subject: str, story: str):
+        """The validated ``individual_repeats`` h5py dataset of the open file ``h``."""
+        n_vox = self.n_voxels(subject)
+        with _reading(path, "the header of 'individual_repeats'"):
+            ds = h["individual_repeats"] if "individual_repeats" in h else None
+            shape = ds.shape if ds is not None else None
+        if ds is None:
+            raise DataError(f"{path} has no 'individual_repeats'; only the test story has them "
+                            f"(test story here: {self.test_story})")
+        if len(shape) != 3 or shape[2] != n_vox:
+            raise DataError(f"{path}: 'individual_repeats' has shape {shape}, expected "
+                            f"(n_repeats, R-20, {n_vox})")
+        self._check_rows(path, story, shape[1])
+        return ds
 
     def n_repeats(self, subject: str) -> int:
         """Repeats of the test story for ``subject`` (hf5 header only); 0 when the subject has no
@@ -278,33 +352,71 @@ class Ds003020Dataset(Dataset):
         path = self._subject(subject).get(self.test_story)
         if path is None:
             return 0
-        with self._open(path) as h:
+        with self._open(path) as h, _reading(path, "the header of 'individual_repeats'"):
             ds = h.get("individual_repeats")
             return int(ds.shape[0]) if ds is not None else 0
 
     def voxel_report(self, subject: str) -> VoxelReport:
-        """Voxels with a NaN anywhere in the subject's responses, and voxels constant over time in
-        any story (they would be 0/0 after per-story z-scoring). Reads every story once; the
-        result is cached in memory and on disk (keyed by :meth:`fingerprint`)."""
+        """Voxels dropped from analysis (rule: :func:`core.data.base.scan_voxels`): non-finite
+        (NaN/inf) anywhere in the subject's ``data``, constant over time in any story (0/0 after
+        per-story z-scoring), and — when the subject has the test story's
+        ``individual_repeats`` — non-finite anywhere in them or constant in some repeat (the
+        noise ceiling is undefined there). Reads every story and repeat once, one array at a
+        time; the result is cached in memory and on disk (keyed by :meth:`fingerprint`)."""
         if subject not in self._reports:
             n_vox = self.n_voxels(subject)
             key = key_hash(VOXEL_REPORT_VERSION, self.fingerprint(), subject)
             arrays = cached_arrays("voxel-report", key, lambda: self._scan_voxels(subject, n_vox))
-            self._reports[subject] = VoxelReport(n_voxels=n_vox, nan=arrays["nan"],
-                                                 constant=arrays["constant"])
+            self._reports[subject] = VoxelReport(n_voxels=n_vox, **{
+                name: arrays[name] for name in VoxelReport.FIELDS})
         return self._reports[subject]
 
     def _scan_voxels(self, subject: str, n_vox: int) -> dict:
-        nan = np.zeros(n_vox, dtype=bool)
-        const = np.zeros(n_vox, dtype=bool)
-        for story in self.subject_stories(subject):
-            y = self.responses(subject, story)
-            nan |= np.isnan(y).any(axis=0)
-            with warnings.catch_warnings():  # all-NaN columns: flagged as NaN above
-                warnings.simplefilter("ignore", RuntimeWarning)
-                const |= np.nanmax(y, axis=0) == np.nanmin(y, axis=0)
-        const &= ~nan
-        return {"nan": np.flatnonzero(nan), "constant": np.flatnonzero(const)}
+        stories = self.subject_stories(subject)
+        rep = scan_voxels(n_vox, (self.responses(subject, s) for s in stories),
+                          self._iter_repeats(subject) if self.test_story in stories else ())
+        return {name: getattr(rep, name) for name in VoxelReport.FIELDS}
+
+    def _iter_repeats(self, subject: str) -> Iterator[np.ndarray]:
+        """Each repeat ``(R - 20, n_voxels)`` float32 of the test story, read one at a time;
+        nothing when the subject's test-story file holds no ``individual_repeats``."""
+        path = self._file(subject, self.test_story)
+        with self._open(path) as h:
+            with _reading(path, "the dataset list"):
+                present = "individual_repeats" in h
+            if not present:
+                return
+            ds = self._repeats_dataset(h, path, subject, self.test_story)
+            for i in range(ds.shape[0]):
+                with _reading(path, f"repeat {i} of 'individual_repeats'"):
+                    block = ds[i].astype(np.float32)
+                yield block
+
+    def skipped_for(self, subject: str) -> list:
+        """Stories left out of ``subject``'s analysis: ``[{"story", "file", "reason", "kind"}]``
+        sorted by story (see :meth:`core.data.base.Dataset.skipped_for`). ``kind``:
+        ``"story-incomplete"`` (a stimulus file or respdict entry missing; ``file`` = the first
+        one), ``"response-missing"`` (a complete story without
+        ``preprocessed_data/<SUBJ>/<story>.hf5``) or ``"not-recorded"`` (ds003020 never
+        recorded the story for this subject: UTS05–08 heard 27 stories, UTS04 those minus
+        ``life``)."""
+        files = self._subject(subject)
+        out = []
+        for s in sorted(set(self.skipped) | (set(self.stories) - set(files))):
+            hf5 = responses_dir(self.root, subject) / f"{s}.hf5"
+            if s in self.skipped:
+                item = {"file": str(self._lacking[s][0][0]), "reason": self.skipped[s],
+                        "kind": "story-incomplete"}
+                if s in files:
+                    item["reason"] += f" ({subject}'s {hf5.name} is present but unused)"
+            elif s not in RECORDED.get(subject, (s,)):
+                item = {"file": str(hf5), "reason": f"{subject} was not recorded on {s!r} in "
+                        "ds003020 (expected)", "kind": "not-recorded"}
+            else:
+                item = {"file": str(hf5), "reason": f"missing {hf5.relative_to(self.root).as_posix()}",
+                        "kind": "response-missing"}
+            out.append({"story": s, **item})
+        return out
 
     # -- cortex ----------------------------------------------------------------------------
     def surface(self, subject: str) -> Optional[SurfaceMapping]:
@@ -350,20 +462,75 @@ class Ds003020Dataset(Dataset):
         return masks
 
     # -- identity --------------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """sha1 (16 hex) of relative names and sizes of the data files, and the content of the
-        small JSON files (respdict, split, subject_xfms). Cheap (stat only) and stable when the
-        root moves."""
-        h = hashlib.sha1()
+    FINGERPRINT_PATTERNS = ("stimuli/*.wav", "derivative/TextGrids/*.TextGrid",
+                            "derivative/preprocessed_data/*/*.hf5",
+                            "derivative/pycortex-db/*/overlays.svg",
+                            "derivative/pycortex-db/*/transforms/*/*")
+    SMALL_FILES = ("respdict.json", "split.json", "subject_xfms.json", SCANNER_TR_FILE)
+
+    def fingerprint(self, progress: ProgressFn = None) -> str:
+        """sha1 (16 hex) identifying the dataset's content, for cache keys.
+
+        Hashes each data file's path relative to the root, its size and a digest of its full
+        content, plus the bytes of the small JSON files (respdict, split, subject_xfms,
+        scanner_tr). So it is stable when the root moves or is copied, and changes when any
+        byte of a stimulus or response file changes, even at the same size.
+
+        Cost: a content digest is computed once per file and remembered (in memory and in
+        ``<cache>/file-digests/``) against the file's (size, mtime_ns, ctime_ns, inode); later
+        calls only ``stat``. ctime cannot be set back (``os.utime`` changes it), so an in-place
+        edit with its mtime restored is still re-hashed. Annexed files (datalad / git-annex
+        symlinks to a content-keyed object) use the annex key as their digest without reading.
+        The first call on a plain 20 GB download reads it once (about as long as one
+        :meth:`voxel_report`); ``progress`` reports it.
+        """
+        h = hashlib.sha1(FINGERPRINT_VERSION.encode())
         der = self.root / "derivative"
-        for name in ("respdict.json", "split.json", "subject_xfms.json"):
+        for name in self.SMALL_FILES:
             if (der / name).is_file():
                 h.update(f"{name}\n".encode() + (der / name).read_bytes())
-        pats = ["stimuli/*.wav", "derivative/TextGrids/*.TextGrid",
-                "derivative/preprocessed_data/*/*.hf5", "derivative/pycortex-db/*/overlays.svg",
-                "derivative/pycortex-db/*/transforms/*/*"]
-        for pat in pats:
-            for p in sorted(self.root.glob(pat)):
-                if p.is_file():
-                    h.update(f"{p.relative_to(self.root).as_posix()}\t{p.stat().st_size}\n".encode())
+        paths = [p for pat in self.FINGERPRINT_PATTERNS for p in sorted(self.root.glob(pat))
+                 if p.is_file()]
+        for rel, size, digest in self._digest_files(paths, progress):
+            h.update(f"{rel}\t{size}\t{digest}\n".encode())
         return h.hexdigest()[:16]
+
+    def _digest_files(self, paths: list, progress: ProgressFn = None) -> list:
+        """``[(relative posix path, size, content digest)]`` for ``paths``, memoised by stat."""
+        memo_path = artifact_path("file-digests", key_hash("ds003020", str(self.root)), ".json")
+        if self._digests is None:
+            try:
+                self._digests = dict(json.loads(memo_path.read_text())) if memo_path.is_file() else {}
+            except (ValueError, TypeError):
+                self._digests = {}  # a damaged memo is only a cache: rebuild it
+        todo, out = [], []
+        for p in paths:
+            st = p.stat()
+            rel = p.relative_to(self.root).as_posix()
+            sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            known = self._digests.get(rel)
+            if not (isinstance(known, list) and known[:4] == sig):
+                todo.append((p, rel, sig))
+            out.append(rel)
+        total = sum(sig[0] for _, _, sig in todo) or 1
+        done = 0
+        for p, rel, sig in todo:
+            report(progress, done / total, f"hashing {rel}")
+            self._digests[rel] = sig + [self._content_digest(p)]
+            done += sig[0]
+        if todo:
+            report(progress, 1.0, "hashed")
+            save_json(memo_path, self._digests)
+        return [(rel, self._digests[rel][0], self._digests[rel][4]) for rel in out]
+
+    @staticmethod
+    def _content_digest(path: Path) -> str:
+        """The annex key of an annexed file, else sha1 of its bytes (a read error → DataError)."""
+        if path.is_symlink():
+            m = ANNEX_KEY.match(os.path.basename(os.readlink(path)))
+            if m:
+                return "annex:" + m.group(0)
+        try:
+            return file_hash(path)
+        except OSError as err:
+            raise DataError(f"cannot read {path} ({err}); re-download it") from None

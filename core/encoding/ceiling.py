@@ -30,13 +30,17 @@ MIN_CC_MAX = 0.1
 VOXEL_BATCH = 4096
 
 
-def signal_power(repeats: np.ndarray, voxel_batch: int = VOXEL_BATCH) -> np.ndarray:
+def signal_power(repeats: np.ndarray, voxel_batch: int = VOXEL_BATCH, ddof: int = 0,
+                 zscore: bool = True) -> np.ndarray:
     """Schoppe signal power ``SP = (N·Var(ȳ) − 1)/(N − 1)`` of z-scored repeats, per voxel.
 
     Parameters
     ----------
     repeats : ``(n_repeats, n_trs, n_voxels)`` responses to the same stimulus (N ≥ 2, n_trs ≥ 2).
     voxel_batch : voxels processed at a time.
+    ddof : delta degrees of freedom of ``Var(ȳ)`` (0: this project; 1: the released code).
+    zscore : z-score each repeat over time first (default). False takes the repeats as they are and
+        assumes TP = 1 (the released code's ``data_norm=True``, for repeats released z-scored).
 
     Returns
     -------
@@ -60,11 +64,12 @@ def signal_power(repeats: np.ndarray, voxel_batch: int = VOXEL_BATCH) -> np.ndar
         if not np.isfinite(block).all():
             raise DataError(f"repeats have non-finite values (NaN/inf) in voxels "
                             f"{start}..{start + block.shape[2] - 1}; drop those voxels first")
-        block -= block.mean(axis=1, keepdims=True)
         std = block.std(axis=1, keepdims=True)
         constant = (std == 0).any(axis=0)[0]                        # (batch,)
-        block /= np.where(std > 0, std, 1.0)
-        var_mean = block.mean(axis=0).var(axis=0)                   # Var(ȳ), ddof 0
+        if zscore:
+            block -= block.mean(axis=1, keepdims=True)
+            block /= np.where(std > 0, std, 1.0)
+        var_mean = block.mean(axis=0).var(axis=0, ddof=ddof)        # Var(ȳ)
         out = (n_rep * var_mean - 1.0) / (n_rep - 1)
         out[constant] = np.nan
         sp[start:start + block.shape[2]] = out
@@ -72,7 +77,8 @@ def signal_power(repeats: np.ndarray, voxel_batch: int = VOXEL_BATCH) -> np.ndar
 
 
 def noise_ceiling(repeats: np.ndarray, min_signal_power: float = MIN_SIGNAL_POWER,
-                  voxel_batch: int = VOXEL_BATCH) -> np.ndarray:
+                  voxel_batch: int = VOXEL_BATCH, ddof: int = 0, zscore: bool = True,
+                  undefined: float = np.nan) -> np.ndarray:
     """Maximum achievable correlation ``cc_max`` with the repeat mean (Schoppe et al. 2016).
 
     Parameters
@@ -81,20 +87,24 @@ def noise_ceiling(repeats: np.ndarray, min_signal_power: float = MIN_SIGNAL_POWE
         and voxel over time).
     min_signal_power : SP at or below this gives NaN (undefined ceiling); default float32 eps.
     voxel_batch : voxels processed at a time.
+    ddof, zscore : see :func:`signal_power` (released protocol: ddof 1, no re-z-scoring).
+    undefined : value where the ceiling is undefined (NaN; the released code uses 0).
 
     Returns
     -------
-    ``(n_voxels,)`` float64 in (0, 1]; NaN where undefined.
+    ``(n_voxels,)`` float64 in (0, 1]; ``undefined`` where undefined.
     """
-    sp = signal_power(repeats, voxel_batch)
+    if ddof not in (0, 1):
+        raise ConfigError(f"ddof must be 0 or 1, got {ddof!r}")
+    sp = signal_power(repeats, voxel_batch, ddof=ddof, zscore=zscore)
     n_rep = np.asarray(repeats).shape[0]
     ok = np.isfinite(sp) & (sp > float(min_signal_power))
-    cc = np.full(sp.shape, np.nan)
+    cc = np.full(sp.shape, float(undefined))
     cc[ok] = 1.0 / np.sqrt(1.0 + (1.0 / sp[ok] - 1.0) / n_rep)
     return cc
 
 
-def cc_norm(r: np.ndarray, cc_max: np.ndarray, min_cc_max: float = MIN_CC_MAX) -> np.ndarray:
+def cc_norm(r: np.ndarray, cc_max: np.ndarray, min_cc_max: float | None = MIN_CC_MAX) -> np.ndarray:
     """Normalised correlation ``r / cc_max``; NaN where ``cc_max`` is undefined or below ``min_cc_max``.
 
     Parameters
@@ -102,6 +112,7 @@ def cc_norm(r: np.ndarray, cc_max: np.ndarray, min_cc_max: float = MIN_CC_MAX) -
     r : per-voxel correlation with the repeat mean, shape ``(..., n_voxels)``.
     cc_max : ``(n_voxels,)`` noise ceiling from :func:`noise_ceiling`.
     min_cc_max : voxels with a smaller (or NaN) ceiling are excluded (NaN), never divided by ~0.
+        None: no threshold, only ceilings that are NaN or ≤ 0 are excluded (released protocol).
 
     Returns
     -------
@@ -111,9 +122,11 @@ def cc_norm(r: np.ndarray, cc_max: np.ndarray, min_cc_max: float = MIN_CC_MAX) -
     cc_max = np.asarray(cc_max, dtype=np.float64)
     if cc_max.ndim != 1 or r.shape[-1:] != cc_max.shape:
         raise DataError(f"r {r.shape} and cc_max {cc_max.shape} must share the voxel axis (last)")
-    if not np.isfinite(min_cc_max) or min_cc_max <= 0:
-        raise ConfigError(f"min_cc_max must be a positive number, got {min_cc_max!r}")
-    keep = np.isfinite(cc_max) & (cc_max >= min_cc_max)
+    if min_cc_max is not None and (not np.isfinite(min_cc_max) or min_cc_max <= 0):
+        raise ConfigError(f"min_cc_max must be a positive number or None, got {min_cc_max!r}")
+    keep = np.isfinite(cc_max) & (cc_max > 0)
+    if min_cc_max is not None:
+        keep &= cc_max >= min_cc_max
     out = np.full(r.shape, np.nan)
     out[..., keep] = r[..., keep] / cc_max[keep]
     return out

@@ -208,11 +208,13 @@ def _ridge_factors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def ridge_cv_scores(X: np.ndarray, Y: np.ndarray, splits: Sequence[Split],
                     alphas=DEFAULT_ALPHAS, voxel_batch: int = VOXEL_BATCH, device=None,
-                    progress: ProgressFn = None) -> np.ndarray:
-    """Held-out Pearson r of ridge predictions for every alpha and voxel, averaged over ``splits``.
+                    progress: ProgressFn = None, selection: str = "corr") -> np.ndarray:
+    """Held-out score of ridge predictions for every alpha and voxel, averaged over ``splits``.
 
-    For each split the model is fit on the train rows, predicts the held-out rows, and each voxel's
-    prediction is correlated with its held-out response (r = 0 where either is constant).
+    For each split the model is fit on the train rows and predicts the held-out rows. ``selection``
+    ``"corr"`` (paper text, default): each voxel's prediction is correlated with its held-out
+    response (r = 0 where either is constant). ``"r2"`` (released code, HuthLab ``use_corr=False``):
+    ``R² = 1 − Var(y − ŷ)/Var(y)`` and the score is ``sign(R²)·√|R²|`` (0 where ``Var(y) = 0``).
 
     Parameters
     ----------
@@ -234,12 +236,22 @@ def ridge_cv_scores(X: np.ndarray, Y: np.ndarray, splits: Sequence[Split],
         raise ConfigError(f"splits must be (train, held) pairs of >= 2 row indices in "
                           f"[0, {X.shape[0]}); build them with bootstrap_splits")
     return _cv_scores(X, Y, splits, _alpha_grid(alphas), _check_batch(voxel_batch), _device(device),
-                      progress)
+                      progress, _check_selection(selection))
+
+
+def _check_selection(selection: str):
+    """The held-out scorer of ``selection`` (``"corr"`` or ``"r2"``)."""
+    scorers = {"corr": _held_out_r, "r2": _held_out_sqrt_r2}
+    if selection not in scorers:
+        raise ConfigError(f"unknown alpha selection {selection!r}; expected 'corr' (held-out r) or "
+                          f"'r2' (signed sqrt R², HuthLab use_corr=False)")
+    return scorers[selection]
 
 
 def _cv_scores(X: np.ndarray, Y: np.ndarray, splits: Sequence[Split], grid: np.ndarray, batch: int,
-               dev: torch.device, progress: ProgressFn) -> np.ndarray:
-    """:func:`ridge_cv_scores` on validated inputs."""
+               dev: torch.device, progress: ProgressFn, scorer=None) -> np.ndarray:
+    """:func:`ridge_cv_scores` on validated inputs (``scorer``: held-out score, default r)."""
+    scorer = scorer or _held_out_r
     n_alphas, n_vox = grid.size, Y.shape[1]
     xt = torch.as_tensor(X, device=dev)
     total = np.zeros((n_alphas, n_vox), dtype=np.float64)
@@ -269,7 +281,7 @@ def _cv_scores(X: np.ndarray, Y: np.ndarray, splits: Sequence[Split], grid: np.n
                 lhs = (folded[a0 * n_te:a1 * n_te] if one_step
                        else (m[None, :, :] * g[a0:a1, None, :]).reshape((a1 - a0) * n_te, k))
                 pred = (lhs @ rhs).reshape(a1 - a0, n_te, -1)
-                total[a0:a1, start:start + yb.shape[1]] += _held_out_r(pred, y_te)
+                total[a0:a1, start:start + yb.shape[1]] += scorer(pred, y_te)
             step += 1
             report(progress, step / n_steps, f"cross-validation {step}/{n_steps}")
     return (total / len(splits)).astype(np.float32)
@@ -287,6 +299,19 @@ def _held_out_r(pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     ok = (pn > 0) & (yn > 0)[None, :]
     r = torch.where(ok, num / torch.where(ok, pn, 1.0), 0.0)
     return r.cpu().numpy()
+
+
+def _held_out_sqrt_r2(pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Signed √R² of ``pred (A, n, v)`` (overwritten) against ``y (n, v)``: HuthLab's
+    ``use_corr=False`` score ``sign(R²)·√|R²|`` with ``R² = 1 − Var(y − ŷ)/Var(y)`` (ddof 0);
+    0 where ``Var(y) = 0``."""
+    yd = y.to(torch.float64)
+    var_y = yd.var(0, unbiased=False)                                # (v,)
+    res = pred.neg_().add_(y.to(pred.dtype)[None])                   # y − ŷ, in place
+    var_res = res.to(torch.float64).var(1, unbiased=False)          # (A, v)
+    ok = (var_y > 0)[None, :]
+    r2 = torch.where(ok, 1.0 - var_res / torch.where(ok, var_y[None, :], 1.0), 0.0)
+    return (torch.sign(r2) * torch.sqrt(torch.abs(r2))).cpu().numpy()
 
 
 def ridge_svd_weights(X: np.ndarray, Y: np.ndarray, alphas_per_voxel, voxel_batch: int = VOXEL_BATCH,
@@ -333,7 +358,7 @@ def _weights(X: np.ndarray, Y: np.ndarray, a: np.ndarray, batch: int, dev: torch
 def bootstrap_ridge(X: np.ndarray, Y: np.ndarray, alphas=DEFAULT_ALPHAS, n_boots: int = N_BOOTS,
                     chunk_len: int = CHUNK_LEN, held_frac: float = HELD_FRAC, seed: int = 0,
                     segments: Optional[Sequence[int]] = None, voxel_batch: int = VOXEL_BATCH,
-                    device=None, progress: ProgressFn = None) -> RidgeFit:
+                    device=None, progress: ProgressFn = None, selection: str = "corr") -> RidgeFit:
     """Ridge with one alpha per voxel chosen by chunked bootstrap CV, then refit on all rows.
 
     Defaults are the paper's (Moussa et al. 2025, Evaluation 1): ``alphas = logspace(1, 4, 15)``,
@@ -348,6 +373,8 @@ def bootstrap_ridge(X: np.ndarray, Y: np.ndarray, alphas=DEFAULT_ALPHAS, n_boots
         ``segments`` (story lengths in rows) keeps chunks inside stories.
     voxel_batch : voxels per batch (memory bound). device : torch device (default settings').
     progress : optional ``progress(fraction, message)``.
+    selection : held-out score that picks alpha: ``"corr"`` (paper text) or ``"r2"`` (signed √R²,
+        the released code); see :func:`ridge_cv_scores`.
 
     Returns
     -------
@@ -356,9 +383,10 @@ def bootstrap_ridge(X: np.ndarray, Y: np.ndarray, alphas=DEFAULT_ALPHAS, n_boots
     X = _matrix("X", X)
     Y = _matrix("Y", Y, n_rows=X.shape[0])
     grid, batch, dev = _alpha_grid(alphas), _check_batch(voxel_batch), _device(device)
+    scorer = _check_selection(selection)
     splits = bootstrap_splits(X.shape[0], n_boots, chunk_len, held_frac, seed, segments)
     cv_part = 0.8  # share of the progress bar for the CV (the refit is ~1 bootstrap's work)
-    scores = _cv_scores(X, Y, splits, grid, batch, dev, sub_progress(progress, 0.0, cv_part))
+    scores = _cv_scores(X, Y, splits, grid, batch, dev, sub_progress(progress, 0.0, cv_part), scorer)
     best = np.argmax(scores, axis=0).astype(np.int64)
     chosen = grid[best]
     weights = _weights(X, Y, chosen, batch, dev, sub_progress(progress, cv_part, 1.0))
@@ -374,15 +402,16 @@ class BootstrapRidge:
 
     def __init__(self, alphas=DEFAULT_ALPHAS, n_boots: int = N_BOOTS, chunk_len: int = CHUNK_LEN,
                  held_frac: float = HELD_FRAC, seed: int = 0, voxel_batch: int = VOXEL_BATCH,
-                 device=None):
+                 device=None, selection: str = "corr"):
         self.alphas, self.n_boots, self.chunk_len, self.held_frac = alphas, n_boots, chunk_len, held_frac
-        self.seed, self.voxel_batch, self.device = seed, voxel_batch, device
+        self.seed, self.voxel_batch, self.device, self.selection = seed, voxel_batch, device, selection
 
     def fit(self, X: np.ndarray, Y: np.ndarray, segments: Optional[Sequence[int]] = None,
             progress: ProgressFn = None) -> "BootstrapRidge":
         """Fit on ``X (n_trs, n_features)``, ``Y (n_trs, n_voxels)``; returns ``self``."""
         fit = bootstrap_ridge(X, Y, self.alphas, self.n_boots, self.chunk_len, self.held_frac,
-                              self.seed, segments, self.voxel_batch, self.device, progress)
+                              self.seed, segments, self.voxel_batch, self.device, progress,
+                              self.selection)
         self.coef_, self.alphas_ = fit.weights, fit.alphas
         self.cv_scores_, self.best_index_ = fit.cv_scores, fit.best_index
         return self

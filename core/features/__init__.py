@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from core.errors import ConfigError
 from core.features.base import FeatureSource, TimedFeatures, get_source, register
-from core.features.delays import DEFAULT_DELAYS, Delayer, make_delayed
+from core.features.delays import DEFAULT_DELAYS, make_delayed
 from core.features.design import design_matrix, response_matrix, zscore_columns
 from core.features.lanczos import lanczos_kernel, lanczos_matrix, lanczos_resample
 from core.features.pipeline import tr_features
@@ -58,7 +58,7 @@ def source_for(spec: str, data_spec: str, mode: str | None = None) -> FeatureSou
 
 
 __all__ = [
-    "DEFAULT_DELAYS", "Delayer", "FeatureSource", "MODEL_PREFIXES", "SPACE_PREFIXES",
+    "DEFAULT_DELAYS", "FeatureSource", "MODEL_PREFIXES", "SPACE_PREFIXES",
     "TimedFeatures", "design_matrix", "get_source", "lanczos_kernel", "lanczos_matrix",
     "lanczos_resample", "make_delayed", "register", "resolve_source", "response_matrix", "source_for",
     "tr_features", "zscore_columns",

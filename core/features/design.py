@@ -10,6 +10,11 @@ Conventions (paper ``/work/shared/reference/paper-method.md`` "Evaluation 1"; ti
   audio starts at stamp 5, so stamps 6–9 are real audio), and no story leaks into the next. (HuthLab
   delays the already-trimmed, stacked matrix, which fills those rows with zeros or the previous
   story; this is the consistent reading of the same timing.)
+- ``order="trim-zscore-delay"`` (the released protocol, HuthLab's order) instead trims each story,
+  z-scores the kept block, stacks the stories and delays the stacked matrix: its first rows are
+  zero-filled and each later story's first delayed rows hold the previous story's last rows.
+- ``trim_start`` moves the first kept stamp (the released protocol scores the test story from
+  stamp 50 = response row 40).
 - Responses (released already trimmed, ``R - 20`` rows) are z-scored per story per voxel.
 - Stories are stacked in the given order; the result is float32.
 """
@@ -21,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from core.data import timing
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from core.features.delays import DEFAULT_DELAYS, check_delays, make_delayed
 
 _VOXEL_CHUNK = 8192  #: voxels z-scored at a time in response_matrix (memory bound, not a result)
@@ -48,8 +53,12 @@ def zscore_columns(x: np.ndarray, ref: Optional[np.ndarray] = None) -> np.ndarra
     return out
 
 
+ORDERS = ("delay-trim", "trim-zscore-delay")  #: project order, released (HuthLab) order
+
+
 def design_matrix(features: Mapping[str, np.ndarray], stories: Sequence[str],
-                  delays: Sequence[int] = DEFAULT_DELAYS, dataset=None) -> np.ndarray:
+                  delays: Sequence[int] = DEFAULT_DELAYS, dataset=None, order: str = "delay-trim",
+                  trim_start: int = timing.TRIM_START) -> np.ndarray:
     """Stacked, z-scored, delayed and trimmed features of ``stories``.
 
     Parameters
@@ -60,12 +69,21 @@ def design_matrix(features: Mapping[str, np.ndarray], stories: Sequence[str],
     delays : FIR delays in TRs (paper default 1, 2, 3, 4).
     dataset : optional :class:`core.data.base.Dataset`; when given, each story's row count is checked
         against ``len(dataset.tr_stamps(story))``.
+    order : ``"delay-trim"`` (project: z-score with the kept rows' statistics, delay per story, trim)
+        or ``"trim-zscore-delay"`` (released / HuthLab: trim, z-score, stack, delay the stack).
+    trim_start : first kept stamp (default 10; the released test story uses 50).
 
     Returns
     -------
-    ``(sum over stories of (R - 20), n_features * len(delays))`` float32; delay-major column blocks.
+    ``(sum over stories of (R - 5 - trim_start), n_features * len(delays))`` float32;
+    delay-major column blocks.
     """
     delays = check_delays(delays)
+    if order not in ORDERS:
+        raise ConfigError(f"unknown design order {order!r}; expected one of {', '.join(ORDERS)}")
+    trim_start = int(trim_start)
+    if trim_start < 0:
+        raise ConfigError(f"trim_start must be >= 0 stamps, got {trim_start}")
     if not len(stories):
         raise DataError("design_matrix needs at least one story")
     blocks, n_feat = [], None
@@ -83,12 +101,18 @@ def design_matrix(features: Mapping[str, np.ndarray], stories: Sequence[str],
             raise DataError(f"features of {story!r} have {x.shape[0]} rows but the story has "
                             f"{len(dataset.tr_stamps(story))} TR stamps; recompute them")
         end = x.shape[0] - timing.TRIM_END
-        if end <= timing.TRIM_START:
+        if end <= trim_start:
             raise DataError(f"features of {story!r} have {x.shape[0]} rows; need more than "
-                            f"{timing.TRIM_START + timing.TRIM_END} TR stamps for the [10:-5] trim")
-        z = zscore_columns(x, x[timing.TRIM_START:end])
-        blocks.append(make_delayed(z, delays)[timing.TRIM_START:end].astype(np.float32))
-    return np.vstack(blocks)
+                            f"{trim_start + timing.TRIM_END} TR stamps for the "
+                            f"[{trim_start}:-{timing.TRIM_END}] trim")
+        if order == "delay-trim":
+            z = zscore_columns(x, x[trim_start:end])
+            blocks.append(make_delayed(z, delays)[trim_start:end].astype(np.float32))
+        else:
+            blocks.append(zscore_columns(x[trim_start:end]).astype(np.float32))
+    if order == "delay-trim":
+        return np.vstack(blocks)
+    return make_delayed(np.vstack(blocks), delays)
 
 
 def response_matrix(dataset, subject: str, stories: Sequence[str]) -> np.ndarray:

@@ -157,17 +157,16 @@ class ModelFeatureSource:
         self.mode, self.batch_size = mode, int(batch_size)
         if self.step_s > self.window_s:
             raise ConfigError(f"stride {self.step_s} s is longer than the window {self.window_s} s")
-        self._model = None
 
     # -- FeatureSource protocol ------------------------------------------------------------
     @property
     def model(self):
-        """The loaded :class:`core.models.SpeechModel` (loaded on first use)."""
-        if self._model is None:
-            from core.models import load_model
+        """The loaded :class:`core.models.SpeechModel` (loaded on first use; ``load_model`` keeps one
+        per process and per version of an ``hf:`` folder's files, so it always matches
+        :meth:`fingerprint`)."""
+        from core.models import load_model
 
-            self._model = load_model(self.spec)
-        return self._model
+        return load_model(self.spec)
 
     @property
     def step_s(self) -> float:
@@ -182,12 +181,20 @@ class ModelFeatureSource:
         return out
 
     def layers(self) -> List[str]:
-        """``["layer_0", …, "layer_L"]`` of the model."""
-        return list(self.model.layer_names)
+        """``["layer_0", …, "layer_L"]`` of the model (from its config: the model is not loaded)."""
+        from core.models import model_info
+
+        return list(model_info(self.spec).layer_names)
 
     def fingerprint(self) -> str:
-        """Hash of the model fingerprint (weights hash included), the protocol and the code tag."""
-        return key_hash(CODE_TAG, self.model.fingerprint, self.protocol())
+        """Hash of the model fingerprint (weights hash included), the protocol and the code tag.
+
+        Computed without loading the model (:func:`core.models.model_fingerprint`: config,
+        preprocessor and the weight files' hashes), equal to ``load_model(spec).fingerprint``.
+        """
+        from core.models import model_fingerprint
+
+        return key_hash(CODE_TAG, model_fingerprint(self.spec), self.protocol())
 
     def compute(self, dataset, story: str, layers: Sequence[str],
                 progress: ProgressFn = None) -> Dict[str, TimedFeatures]:
@@ -210,7 +217,7 @@ class ModelFeatureSource:
 
     # -- extraction ------------------------------------------------------------------------
     def _check_layers(self, layers: Sequence[str]) -> List[str]:
-        names = self.model.layer_names
+        names = self.layers()
         bad = [layer for layer in layers if layer not in names]
         if bad or not len(layers):
             raise ConfigError(f"{self.spec} has no layer(s) {bad or '(none asked)'}; "

@@ -23,6 +23,7 @@ from typing import Callable, Dict, Mapping, Sequence
 import numpy as np
 
 from core.data.base import SAMPLE_RATE
+from core.data.textgrid import clean_phone
 from core.errors import ConfigError, DataError
 from core.features.base import TimedFeatures, register
 from core.progress import ProgressFn, report
@@ -108,7 +109,7 @@ def phonemes(dataset, story: str) -> TimedFeatures:
     """One-hot ``(n_phones, 39)`` of the ARPAbet phones at their midpoints (others ignored)."""
     ev = dataset.phones(story)
     index = {p: i for i, p in enumerate(PHONES)}
-    cols = np.array([index.get(_phone_label(lab), -1) for lab in ev.labels], dtype=np.int64)
+    cols = np.array([index.get(clean_phone(lab) or "", -1) for lab in ev.labels], dtype=np.int64)
     keep = cols >= 0
     values = np.zeros((int(keep.sum()), len(PHONES)), dtype=np.float32)
     values[np.arange(len(values)), cols[keep]] = 1.0
@@ -120,11 +121,6 @@ def wordrate(dataset, story: str) -> TimedFeatures:
     ev = dataset.words(story)
     return TimedFeatures(times=np.asarray(ev.mids, dtype=np.float64),
                          values=np.ones((len(ev), 1), dtype=np.float32))
-
-
-def _phone_label(label: str) -> str:
-    """ARPAbet label without stress digits, upper-case (``"ah0"`` → ``"AH"``)."""
-    return str(label).strip().upper().rstrip("012")
 
 
 #: name → space; add a space with one function above and one entry here.

@@ -3,40 +3,53 @@
 Kinds and their params:
 
 - ``"encode"``: ``{"data": SPEC, "subject": S, "source": FSPEC|MSPEC, "layers": [..] | None,
-  "mode": None | "paper" | "fast" (models; default per dataset), "params": {EncodeParams fields}}`` → the :func:`core.encoding.run.cached_encode` folder (str).
+  "mode": None | "paper" | "fast" (models; default per dataset), "protocol": "project" |
+  "released" (default project), "params": {EncodeParams fields overriding the protocol's},
+  "roi_groups": None | {group: [roi, ...]}}`` → the :func:`core.pipelines.encode.cached_encode` folder (str).
   Same numbers as ``python -m core encode --data SPEC --subject S (--features FSPEC | --model MSPEC
   --layers L) --out DIR``.
 - ``"dataset"``: ``{"data": SPEC}`` → opens (for ``demo``: builds, first time ~minutes) the
   dataset into the cache; result = its root folder (str). Same as ``python -m core datasets
   describe --data SPEC``.
+
+Heavy kinds (:data:`HEAVY`: ``encode``, ``dataset``) run one at a time per device: their worker
+waits for the device slot (``core.jobs.worker.device_slot``) before running. Light kinds run at
+once. More kinds (a test's, a plugin's) are added with :func:`register_kind`, whose ``module`` the
+worker process imports before looking the kind up.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
+from core.errors import JobError
 from core.progress import ProgressFn, sub_progress
 from core.store import key_hash
 
 
 def encode_params(params: dict):
-    """``EncodeParams`` from a job's ``params["params"]`` (lists back to tuples)."""
-    from core.encoding.run import EncodeParams
+    """``EncodeParams`` of a job: ``params["protocol"]`` (default project) with the overrides of
+    ``params["params"]`` (``EncodeParams.to_dict`` fields)."""
+    from core.encoding.params import EncodeParams
 
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in (params.get("params") or {}).items()}
-    return EncodeParams(**fields)
+    fields = dict(params.get("params") or {})
+    protocol = params.get("protocol") or fields.pop("protocol", None) or "project"
+    fields.pop("protocol", None)
+    base = EncodeParams.for_protocol(protocol).to_dict()
+    return EncodeParams.from_dict({**base, **fields})
 
 
 def run_encode(params: dict, progress: ProgressFn = None) -> str:
     """Encode job: open the dataset, resolve the source, ``cached_encode``; return the folder."""
     from core.data import load_dataset
-    from core.encoding.run import cached_encode
+    from core.pipelines.encode import cached_encode
     from core.features import source_for
 
     ds = load_dataset(params["data"], progress=sub_progress(progress, 0.0, 0.05))
     source = source_for(params["source"], params["data"], params.get("mode"))
     out = cached_encode(ds, params["subject"], source, params.get("layers") or None,
-                        encode_params(params), progress=sub_progress(progress, 0.05, 1.0))
+                        encode_params(params), params.get("roi_groups"),
+                        progress=sub_progress(progress, 0.05, 1.0))
     return str(out)
 
 
@@ -51,17 +64,48 @@ KINDS: Dict[str, Callable[[dict, ProgressFn], object]] = {
     "encode": run_encode,
     "dataset": run_dataset,
 }
+HEAVY = {"encode", "dataset"}  #: kinds holding a device slot while they run (one per device)
+MODULES: Dict[str, str] = {}  #: kind → module registering it (imported by the worker), if not built in
+
+
+def register_kind(name: str, fn: Callable[[dict, ProgressFn], object], *, heavy: bool = False,
+                  module: Optional[str] = None) -> None:
+    """Add the job kind ``name`` running ``fn(params, progress) -> result`` (JSON-able; a path for
+    :func:`core.jobs.start_job` to tell whether a done run's result still exists).
+
+    Parameters
+    ----------
+    name : the kind, as given to ``start_job``; a built-in kind cannot be replaced.
+    fn : the function the worker calls.
+    heavy : whether the job must hold the device slot while it runs (see :data:`HEAVY`).
+    module : importable name of the module whose import registers the kind (default
+        ``fn.__module__``); the worker, a fresh process, imports it (``job.json`` records it).
+    """
+    if name in KINDS and name not in MODULES:
+        raise JobError(f"job kind {name!r} is built in; register the new kind under another name")
+    KINDS[name] = fn
+    MODULES[name] = module or fn.__module__
+    if heavy:
+        HEAVY.add(name)
+    else:
+        HEAVY.discard(name)
+
+
+def is_heavy(kind: str) -> bool:
+    """Whether jobs of ``kind`` hold the device slot (one heavy job per device at a time)."""
+    return kind in HEAVY
 
 
 def job_key(kind: str, params: dict) -> str:
     """Identity of a job: for an encode, the cache key of its result; else a hash of the params."""
     if kind == "encode":
         from core.data import load_dataset
-        from core.encoding.run import encode_key
+        from core.pipelines.encode import encode_key
         from core.features import source_for
 
         ds = load_dataset(params["data"])
         source = source_for(params["source"], params["data"], params.get("mode"))
         layers = params.get("layers") or source.layers()
-        return encode_key(ds, params["subject"], source, layers, encode_params(params))
+        return encode_key(ds, params["subject"], source, layers, encode_params(params),
+                          params.get("roi_groups"))
     return key_hash(kind, params)

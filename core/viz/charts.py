@@ -141,3 +141,65 @@ def histogram(values, bins: int = DEFAULT_BINS, *, value_range: Optional[tuple] 
         tooltip=[alt.Tooltip("start:Q", format=".3f"), alt.Tooltip("end:Q", format=".3f"),
                  alt.Tooltip("count:Q")],
     )
+
+
+def words_per_tr_chart(timeline: pd.DataFrame) -> alt.Chart:
+    """Bars of words per TR over audio time; TRs dropped by the ``[10:-5]`` trim in grey.
+
+    ``timeline``: ``core.studio.words_per_tr`` output (one row per TR: ``tr, start_s, n_words,
+    words, response_row``; ``response_row`` −1 = trimmed).
+    """
+    data = _check_table(timeline, ["tr", "start_s", "n_words", "words", "response_row"], ["tr"], "words per TR")
+    data = data.assign(kept=data["response_row"] >= 0)
+    return alt.Chart(data).mark_bar().encode(
+        x=alt.X("start_s:Q", title="audio time (s)"), y=alt.Y("n_words:Q", title="words in TR"),
+        color=alt.Color("kept:N", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#bbbbbb"]),
+                        legend=None),
+        tooltip=["tr", "start_s", "n_words", "words", "response_row"]).properties(height=180)
+
+
+def response_chart(preview: pd.DataFrame) -> alt.Chart:
+    """Lines of a few voxels' responses over audio time.
+
+    ``preview``: ``core.studio.response_preview`` output (``time_s, voxel, response``; one row per
+    TR and voxel — a handful of voxels, not a per-voxel table of the brain).
+    """
+    data = _check_table(preview, ["time_s", "voxel", "response"], ["time_s", "voxel"], "response preview")
+    return alt.Chart(data).mark_line().encode(
+        x=alt.X("time_s:Q", title="audio time (s)"), y=alt.Y("response:Q", title="response (z)"),
+        color=alt.Color("voxel:N")).properties(height=220)
+
+
+def _type_color(colors: dict) -> alt.Color:
+    return alt.Color("type:N", scale=alt.Scale(domain=list(colors), range=list(colors.values())))
+
+
+def planted_share_chart(counts: pd.DataFrame, colors: dict) -> alt.Chart:
+    """Horizontal stacked bars: share of each ROI's voxels planted with each type (demo truth).
+
+    ``counts``: ``core.studio.ground_truth_counts`` (``roi, type, n_voxels, share``); ``colors``:
+    type → hex colour.
+    """
+    data = _check_table(counts, ["roi", "type", "n_voxels", "share"], ["roi", "type"], "planted share")
+    return alt.Chart(data).mark_bar().encode(
+        y=alt.Y("roi:N", title=None, sort="-x", axis=alt.Axis(labelOverlap=False)),
+        x=alt.X("share:Q", title="share of the ROI's voxels", axis=alt.Axis(format="%")),
+        color=_type_color(colors),
+        tooltip=["roi", "type", "n_voxels", alt.Tooltip("share:Q", format=".0%")],
+    ).properties(height=28 * data["roi"].nunique() + 20)
+
+
+def type_score_chart(table: pd.DataFrame, colors: dict, metric_label: str = "mean cc_norm") -> alt.Chart:
+    """Mean score per planted voxel type: a line per type across layers (several layers) or bars
+    (one layer). ``table``: ``core.studio.scores_by_type`` (``layer, depth, type, value``)."""
+    data = _check_table(table, ["layer", "type", "value"], ["layer", "type"], "score by type")
+    tooltip = ["layer", "type", alt.Tooltip("value:Q", format=".3f")]
+    if data["layer"].nunique() > 1:
+        chart = alt.Chart(data).mark_line(point=True).encode(
+            x=alt.X("layer:N", sort=list(dict.fromkeys(data["layer"])), title="layer"),
+            y=alt.Y("value:Q", title=metric_label), color=_type_color(colors), tooltip=tooltip)
+    else:
+        chart = alt.Chart(data).mark_bar().encode(
+            x=alt.X("type:N", sort=list(colors), title="planted voxel type"),
+            y=alt.Y("value:Q", title=metric_label), color=_type_color(colors), tooltip=tooltip)
+    return chart.properties(height=200)

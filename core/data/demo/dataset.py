@@ -10,6 +10,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from core.data import timing
 from core.data.base import SurfaceMapping
 from core.data.demo.build import MAPPING, build_demo
 from core.data.demo.config import DEMO_VERSION, SUBJECT, DemoConfig
@@ -23,12 +24,16 @@ from core.store import key_hash
 class DemoDataset(Ds003020Dataset):
     """The simulated demo brain (subject ``S1`` on pycortex S1's "fullhead"/"thin" voxels).
 
-    Read like any ds003020 folder; adds the pycortex mapping, ROI masks and the ground truth.
+    Read like any ds003020 folder (the same voxel report, skipped-story records and read
+    errors); adds the pycortex mapping, ROI masks and the ground truth. Its scanner TR is the
+    simulated one, 2.0 s (``scanner_tr == tr``).
 
     Attributes
     ----------
     meta : dict — ``demo.json`` (config, seed, code version, stories, driver correlation, …).
     """
+
+    DEFAULT_SCANNER_TR = timing.TR_SECONDS  #: the responses are simulated at exactly 2.0 s
 
     def __init__(self, root: Path, spec: str = "demo"):
         path = Path(root) / "demo.json"
@@ -78,10 +83,11 @@ class DemoDataset(Ds003020Dataset):
         with np.load(self.root / "drivers.npz") as z:
             return {kind: z[f"{kind}__{story}"] for kind in ("acoustic", "semantic")}
 
-    def fingerprint(self) -> str:
-        """Hash of the layout's file names/sizes plus the demo's config and code version (two
-        seeds give files of equal sizes, so sizes alone would not tell them apart)."""
-        return key_hash(super().fingerprint(), self.meta.get("code_version"), self.meta.get("config"))
+    def fingerprint(self, progress: ProgressFn = None) -> str:
+        """The layout's content fingerprint (:meth:`Ds003020Dataset.fingerprint`) plus the demo's
+        config and code version."""
+        return key_hash(super().fingerprint(progress), self.meta.get("code_version"),
+                        self.meta.get("config"))
 
 
 def demo_root_for(config: DemoConfig) -> Path:
