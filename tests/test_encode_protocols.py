@@ -150,3 +150,37 @@ def test_encode_subject_returns_a_typed_result(fixture):
     assert isinstance(res, EncodingResult) and res.layer_names() == ["wordrate"]
     assert res.provenance["dataset_fingerprint"] == ds.fingerprint()
     assert res.summary["n_voxels"] == int(ds.voxel_report("UTS01").valid.sum())
+
+
+def test_skipped_story_is_warned_and_recorded(fixture, capsys, tmp_path):
+    # UTS02 has no responses for the last story (a partial download): a warning naming the story and
+    # its file on stderr, and a `skipped` entry in provenance — never silent
+    missing = fixture["subjects"]["UTS02"]["missing"]
+    code, printed, err = _run(capsys, "encode", "--data", f"ds003020:{fixture['root']}", "--subject", "UTS02",
+                              "--features", "lowlevel:wordrate", "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    for story in missing:
+        line = [x for x in err.splitlines() if f"skipped story {story}" in x]
+        assert line and line[0].startswith("warning: UTS02") and f"UTS02/{story}.hf5" in line[0]
+    prov = json.loads((tmp_path / "e" / "summary.json").read_text())["provenance"]
+    assert {s["story"] for s in prov["skipped"]} == set(missing)
+    assert json.loads(printed)["skipped"] == prov["skipped"]
+    assert not set(missing) & set(prov["train_stories"])
+
+
+def test_nonfinite_repeats_do_not_stop_encode_or_the_data_page(tmp_path, monkeypatch, capsys):
+    from core import studio
+
+    monkeypatch.setenv("BTS_CACHE_DIR", str(tmp_path / "cache"))
+    fx = make_ds003020_fixture(tmp_path / "ds", n_stories=4, seed=3, real_defects=True)
+    data = f"ds003020:{fx['root']}"
+    code, _, err = _run(capsys, "encode", "--data", data, "--subject", "UTS01", "--features", "lowlevel:wordrate",
+                        "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    cc = np.load(tmp_path / "e" / "cc_max.npy")
+    plant = fx["planted"]["UTS01"]
+    ds = load_dataset(data)
+    bad = ds.voxel_report("UTS01")
+    assert len(bad.nonfinite_repeats) >= 2 and np.isnan(cc[bad.nonfinite_repeats]).all()
+    np.testing.assert_array_equal(studio.noise_ceiling(ds, "UTS01"), cc)  # the Data page's one ceiling path
+    assert np.isfinite(cc[plant["acoustic"]]).mean() > 0.9
