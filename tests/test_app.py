@@ -3,7 +3,6 @@ its error states, on the tiny ds003020 fixture (no cortex mapping) and the tiny 
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 

@@ -30,8 +30,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -40,11 +38,12 @@ import numpy as np
 from core.data import timing
 from core.data.audio import load_audio
 from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, VoxelReport, scan_voxels
+from core.data.digests import FileDigests
 from core.data.layout import respdict_path, responses_dir, stimuli_dir, textgrid_dir
 from core.data.textgrid import read_phones, read_words
 from core.errors import DataError, StudioError
-from core.progress import ProgressFn, report
-from core.store import artifact_path, cached_arrays, file_hash, key_hash, save_json
+from core.progress import ProgressFn
+from core.store import cached_arrays, key_hash
 
 PAPER_TEST_STORY = "wheretheressmoke"  #: held-out story with repeats (LeBel et al. 2023)
 PAPER_VAL_STORY = "stagefright"  #: validation story of the paper's split
@@ -64,7 +63,6 @@ STORIES_27 = frozenset((
     "theclosetthatateeverything", "tildeath", "undertheinfluence", "wheretheressmoke"))
 RECORDED = {**{f"UTS0{i}": STORIES_27 for i in (5, 6, 7, 8)}, "UTS04": STORIES_27 - {"life"}}
 #: annexed files (datalad / git-annex) link to objects named by a content key: the key is the digest
-ANNEX_KEY = re.compile(r"^(?:SHA(?:1|256|384|512)|MD5|BLAKE2[A-Z0-9]*|SHA3_\d+)E?-s\d+--[0-9a-f]{32,128}")
 READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)  #: what h5py raises on damaged files
 LAYOUT_HELP = ("a ds003020 root holds stimuli/<story>.wav and derivative/ with TextGrids/, "
                "respdict.json and preprocessed_data/<SUBJ>/<story>.hf5")
@@ -156,7 +154,7 @@ class Ds003020Dataset(Dataset):
         self.test_story, self.val_story = self._choose_split()
         self._shapes: dict = {}
         self._reports: dict = {}
-        self._digests: Optional[dict] = None  # relative path → [size, mtime_ns, ctime_ns, ino, digest]
+        self._digests: Optional[FileDigests] = None  # content digests, memoised by stat
         self.roi_notes: dict = {}
 
     # -- construction helpers -------------------------------------------------------------
@@ -476,13 +474,10 @@ class Ds003020Dataset(Dataset):
         scanner_tr). So it is stable when the root moves or is copied, and changes when any
         byte of a stimulus or response file changes, even at the same size.
 
-        Cost: a content digest is computed once per file and remembered (in memory and in
-        ``<cache>/file-digests/``) against the file's (size, mtime_ns, ctime_ns, inode); later
-        calls only ``stat``. ctime cannot be set back (``os.utime`` changes it), so an in-place
-        edit with its mtime restored is still re-hashed. Annexed files (datalad / git-annex
-        symlinks to a content-keyed object) use the annex key as their digest without reading.
-        The first call on a plain 20 GB download reads it once (about as long as one
-        :meth:`voxel_report`); ``progress`` reports it.
+        Cost: digests are memoised by stat (``core.data.digests``: an in-place edit with its mtime
+        restored is still re-hashed; annexed files use their annex key). The first call on a plain
+        20 GB download reads it once (about as long as one :meth:`voxel_report`); ``progress``
+        reports it.
         """
         h = hashlib.sha1(FINGERPRINT_VERSION.encode())
         der = self.root / "derivative"
@@ -491,46 +486,8 @@ class Ds003020Dataset(Dataset):
                 h.update(f"{name}\n".encode() + (der / name).read_bytes())
         paths = [p for pat in self.FINGERPRINT_PATTERNS for p in sorted(self.root.glob(pat))
                  if p.is_file()]
-        for rel, size, digest in self._digest_files(paths, progress):
+        if self._digests is None:
+            self._digests = FileDigests(self.root)
+        for rel, size, digest in self._digests.digest(paths, progress):
             h.update(f"{rel}\t{size}\t{digest}\n".encode())
         return h.hexdigest()[:16]
-
-    def _digest_files(self, paths: list, progress: ProgressFn = None) -> list:
-        """``[(relative posix path, size, content digest)]`` for ``paths``, memoised by stat."""
-        memo_path = artifact_path("file-digests", key_hash("ds003020", str(self.root)), ".json")
-        if self._digests is None:
-            try:
-                self._digests = dict(json.loads(memo_path.read_text())) if memo_path.is_file() else {}
-            except (ValueError, TypeError):
-                self._digests = {}  # a damaged memo is only a cache: rebuild it
-        todo, out = [], []
-        for p in paths:
-            st = p.stat()
-            rel = p.relative_to(self.root).as_posix()
-            sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-            known = self._digests.get(rel)
-            if not (isinstance(known, list) and known[:4] == sig):
-                todo.append((p, rel, sig))
-            out.append(rel)
-        total = sum(sig[0] for _, _, sig in todo) or 1
-        done = 0
-        for p, rel, sig in todo:
-            report(progress, done / total, f"hashing {rel}")
-            self._digests[rel] = sig + [self._content_digest(p)]
-            done += sig[0]
-        if todo:
-            report(progress, 1.0, "hashed")
-            save_json(memo_path, self._digests)
-        return [(rel, self._digests[rel][0], self._digests[rel][4]) for rel in out]
-
-    @staticmethod
-    def _content_digest(path: Path) -> str:
-        """The annex key of an annexed file, else sha1 of its bytes (a read error → DataError)."""
-        if path.is_symlink():
-            m = ANNEX_KEY.match(os.path.basename(os.readlink(path)))
-            if m:
-                return "annex:" + m.group(0)
-        try:
-            return file_hash(path)
-        except OSError as err:
-            raise DataError(f"cannot read {path} ({err}); re-download it") from None
