@@ -115,6 +115,40 @@ def _cmd_encode(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from core.pipelines.tune import tune
+
+    overrides = {}
+    for name in ("epochs", "seed", "targets", "micro_batch", "batch_size", "precision"):
+        v = getattr(args, name)
+        if v is not None:
+            overrides[name] = v
+    if args.lora:
+        overrides["lora"] = True
+    with _tqdm_progress("tune", not args.quiet) as progress:
+        summary = tune(args.data, args.subject, args.model, Path(args.out), overrides, args.preset,
+                       args.control, args.resume, progress)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _cmd_evaluate_run(args) -> int:
+    from core.pipelines.evaluate import evaluate_run
+
+    with _tqdm_progress("evaluate", not args.quiet) as progress:
+        summary = evaluate_run(Path(args.run), args.protocol, args.metric, args.mode, progress)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from core.pipelines.evaluate import compare_dirs
+
+    summary = compare_dirs([Path(d) for d in args.results], Path(args.out), args.metric)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="Brain-tuning Studio engine")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -148,6 +182,42 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: semantic = Broca, sPMv, IPS, RSC, FO; auditory = AC)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     e.set_defaults(func=_cmd_encode)
+
+    t = sub.add_parser("tune", help="brain-tune a speech model on a subject's fMRI (run folder + export)")
+    t.add_argument("--data", required=True, help="demo | ds003020:<path>")
+    t.add_argument("--subject", required=True, help="e.g. S1 (demo), UTS01")
+    t.add_argument("--model", required=True, help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny]")
+    t.add_argument("--out", required=True, help="run folder (new or empty; an existing run with --resume)")
+    t.add_argument("--preset", choices=("demo", "paper"), default="demo",
+                   help="demo (head lr 1e-3, semantic-ROI targets, 3 epochs, batch 16) or paper (the "
+                        "paper's defaults: ceiling>0.4, 30 epochs, batch 128)")
+    t.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    t.add_argument("--seed", type=int, help="seed (data order, head init, controls)")
+    t.add_argument("--targets", help="target voxels: ceiling>0.4[@FILE.npy] | roi:NAME[,NAME] | "
+                                     "top:K[:LAYER]@RESULT_DIR (default: the preset's)")
+    t.add_argument("--micro-batch", dest="micro_batch", type=int, help="samples per forward pass")
+    t.add_argument("--batch-size", dest="batch_size", type=int, help="effective batch (multiple of micro-batch)")
+    t.add_argument("--precision", choices=("fp32", "bf16"), help="fp32 or bf16 autocast")
+    t.add_argument("--lora", action="store_true", help="LoRA (r 8, alpha 32, dropout 0.1 on q/k/v/out)")
+    t.add_argument("--control", choices=("random-story", "chunk-shuffle"),
+                   help="random-fMRI control: train on another story's or chunk-shuffled responses")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out (same parameters)")
+    t.set_defaults(func=_cmd_tune)
+
+    ev = sub.add_parser("evaluate-run", help="encode a tuning run's model and its pretrained model on the "
+                                             "test story and compare them (writes RUN/evaluation/)")
+    ev.add_argument("run", help="a finished tuning run folder (the --out of `tune`)")
+    ev.add_argument("--protocol", choices=("project", "released"), default="project")
+    ev.add_argument("--metric", choices=("cc_norm", "r"), default="cc_norm")
+    ev.add_argument("--mode", choices=("paper", "fast"),
+                    help="layer-feature window mode of both encodings (default: fast on the demo, paper elsewhere)")
+    ev.set_defaults(func=_cmd_evaluate_run)
+
+    c = sub.add_parser("compare", help="compare encode results of one subject: the first is the baseline")
+    c.add_argument("results", nargs="+", help="encode result folders: BASE OTHER [OTHER …]")
+    c.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    c.add_argument("--metric", choices=("cc_norm", "r"), default="cc_norm")
+    c.set_defaults(func=_cmd_compare)
     return p
 
 

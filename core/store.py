@@ -183,6 +183,20 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
 
 
+def load_json(path: Path, missing: str, error=None):
+    """The JSON at ``path``; a missing file raises ``error`` (default DataError) with ``missing``,
+    an unreadable one names the file and says it is damaged."""
+    from core.errors import DataError
+
+    error = error or DataError
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, ValueError) as err:
+        raise error(f"{path} is unreadable ({err}); it is damaged — make it again") from None
+
+
 def save_json(path: Path, obj) -> None:
     """Atomically write ``obj`` as indented JSON."""
     with atomic_path(path) as tmp:

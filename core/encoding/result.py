@@ -26,7 +26,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from core.errors import DataError
-from core.store import atomic_dir, save_json
+from core.store import atomic_dir, load_json, save_json
 
 
 @dataclass
@@ -91,13 +91,8 @@ class EncodingResult:
         """Read a folder written by :meth:`save` (or by an older ``encode``); ``arrays=False``
         reads only the summary (layers hold no arrays)."""
         d = Path(result_dir)
-        try:
-            summary = json.loads((d / "summary.json").read_text())
-        except FileNotFoundError:
-            raise DataError(f"{d} is not an encoding result (no summary.json); run `python -m core "
-                            "encode` to make one") from None
-        except ValueError as err:
-            raise DataError(f"{d / 'summary.json'} is unreadable ({err}); encode again") from None
+        summary = load_json(d / "summary.json", f"{d} is not an encoding result (no summary.json); run "
+                            "`python -m core encode` to make one")
         layers = {}
         cc_max = np.zeros(0)
         if arrays:

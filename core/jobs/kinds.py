@@ -11,8 +11,10 @@ Kinds and their params:
 - ``"dataset"``: ``{"data": SPEC}`` → opens (for ``demo``: builds, first time ~minutes) the
   dataset into the cache; result = its root folder (str). Same as ``python -m core datasets
   describe --data SPEC``.
+- ``"tune"``: ``{"data", "subject", "model", "out" (default <run dir>/tune), "preset", "params",
+  "control", "resume"}`` → the export folder (str). Same as ``python -m core tune``.
 
-Heavy kinds (:data:`HEAVY`: ``encode``, ``dataset``) run one at a time per device: their worker
+Heavy kinds (:data:`HEAVY`: ``encode``, ``dataset``, ``tune``) run one at a time per device: their worker
 waits for the device slot (``core.jobs.worker.device_slot``) before running. Light kinds run at
 once. More kinds (a test's, a plugin's) are added with :func:`register_kind`, whose ``module`` the
 worker process imports before looking the kind up.
@@ -60,11 +62,30 @@ def run_dataset(params: dict, progress: ProgressFn = None) -> str:
     return str(load_dataset(params["data"], progress=progress).root)
 
 
+def run_tune(params: dict, progress: ProgressFn = None) -> str:
+    """Tune job (heavy): ``{"data", "subject", "model", "out" (default: <run dir>/tune), "preset"
+    (demo), "params" ({TuneParams overrides}), "control", "resume"}`` → the export folder (str).
+    Same as ``python -m core tune``."""
+    from pathlib import Path
+
+    from core.jobs.runner import current_run_dir
+    from core.pipelines.tune import tune
+
+    out = params.get("out") or (Path(current_run_dir()) / "tune" if current_run_dir() else None)
+    if out is None:
+        raise JobError("a tune job needs params['out'] (the run folder) outside a job worker")
+    summary = tune(params["data"], params["subject"], params["model"], Path(out),
+                   params.get("params") or None, params.get("preset") or "demo",
+                   params.get("control"), bool(params.get("resume")), progress)
+    return summary["export"] or summary["out"]
+
+
 KINDS: Dict[str, Callable[[dict, ProgressFn], object]] = {
     "encode": run_encode,
     "dataset": run_dataset,
+    "tune": run_tune,
 }
-HEAVY = {"encode", "dataset"}  #: kinds holding a device slot while they run (one per device)
+HEAVY = {"encode", "dataset", "tune"}  #: kinds holding a device slot while they run (one per device)
 MODULES: Dict[str, str] = {}  #: kind → module registering it (imported by the worker), if not built in
 
 
@@ -109,3 +130,4 @@ def job_key(kind: str, params: dict) -> str:
         return encode_key(ds, params["subject"], source, layers, encode_params(params),
                           params.get("roi_groups"))
     return key_hash(kind, params)
+

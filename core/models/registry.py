@@ -27,7 +27,7 @@ from core.store import key_hash
 
 MODEL_TAG = "speech-model-v2"  #: bump when what a fingerprint covers changes (v2: random models
 #: hashed by config + seed + library versions, computed without building the model)
-PREFIXES = ("hf", "bundled", "random")  #: model-spec prefixes this registry resolves
+PREFIXES = ("hf", "bundled", "random", "ckpt")  #: model-spec prefixes this registry resolves
 DEFAULT_MODEL = "bundled:whisper-tiny.en"  #: the demo's default model (works offline)
 
 
@@ -147,12 +147,41 @@ def parse_spec(spec: str):
         raise ModelError(
             f"unknown model spec {spec!r}; valid: hf:<hub-id-or-folder>, "
             + ", ".join(f"bundled:{n}" for n in bundled_names())
-            + ", random:<wav2vec2|hubert|whisper>[-tiny]")
+            + ", random:<wav2vec2|hubert|whisper>[-tiny], ckpt:<tuning-run-or-export-folder>")
     return prefix, name
+
+
+def checkpoint_dir(name: str) -> Path:
+    """The HF model folder of a ``ckpt:`` spec: ``<run>/export`` for a tuning run folder, or the
+    export folder itself (it holds ``config.json``); ModelError otherwise."""
+    root = Path(name).expanduser()
+    for cand in (root / "export", root):
+        if (cand / "config.json").is_file():
+            return cand.resolve()
+    if (root / "run.json").is_file():
+        raise ModelError(f"tuning run {root} has no export yet (it is unfinished or failed); "
+                         f"resume it with `python -m core tune … --out {root} --resume`")
+    raise ModelError(f"ckpt:{name} is neither a tuning run folder (with export/) nor an exported model "
+                     "folder (with config.json); give the --out folder of `python -m core tune`")
+
+
+def _ref(prefix: str, name: str) -> str:
+    """The local folder (or hub id) behind an ``hf:``, ``bundled:`` or ``ckpt:`` spec."""
+    if prefix == "bundled":
+        from core.models import hf
+        from core.models.bundled import bundled_dir
+
+        hf.quiet_transformers()
+        return str(bundled_dir(name))
+    if prefix == "ckpt":
+        return str(checkpoint_dir(name))
+    return name
 
 
 def _memo_key(spec: str) -> tuple:
     prefix, name = parse_spec(spec)
+    if prefix == "ckpt":
+        return (spec, _folder_signature(str(checkpoint_dir(name))))
     return (spec, _folder_signature(name) if prefix == "hf" else None)
 
 
@@ -183,13 +212,7 @@ def model_info(spec: str) -> ModelInfo:
                          {d: md.version(d) for d in ("torch", "transformers")})
         folder = None
     else:
-        ref = name
-        if prefix == "bundled":
-            from core.models.bundled import bundled_dir
-
-            hf.quiet_transformers()
-            ref = str(bundled_dir(name))
-        family, config, pre, folder = hf.describe_hf(ref)
+        family, config, pre, folder = hf.describe_hf(_ref(prefix, name))
         whash = key_hash("files", [hf.cached_file_hash(f) for f in hf.weight_files(folder)])
     info = ModelInfo(spec=spec, family=family, n_layers=n_layers_of(family, config), weights_hash=whash,
                      preprocessing=preprocessing_params(family, pre), folder=folder)
@@ -212,13 +235,7 @@ def _build(spec: str):
 
         module, family, pre = build_random(name)
         return module, family, pre, None
-    ref = name
-    if prefix == "bundled":
-        from core.models.bundled import bundled_dir
-
-        hf.quiet_transformers()
-        ref = str(bundled_dir(name))
-    return hf.load_hf(ref)
+    return hf.load_hf(_ref(prefix, name))
 
 
 def load_model(spec: str) -> SpeechModel:

@@ -163,8 +163,16 @@ DEMO_CHANGES = dict(head_lr=1e-3, targets="roi:semantic", schedule="constant", e
 
 
 def preset(name: str = "paper", **overrides) -> TuneParams:
-    """``paper`` (the defaults) or ``demo`` (:data:`DEMO_CHANGES`), then ``overrides``."""
+    """``paper`` (the defaults) or ``demo`` (:data:`DEMO_CHANGES`), then ``overrides``.
+
+    A ``micro_batch`` given without ``batch_size`` keeps the preset's effective batch, rounded to a
+    multiple of the micro-batch (at least one micro-batch).
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown tuning preset {name!r}; choose one of {', '.join(PRESETS)}")
     base = TuneParams() if name == "paper" else TuneParams(**DEMO_CHANGES)
+    overrides = dict(overrides)
+    mb = overrides.get("micro_batch")
+    if isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1 and "batch_size" not in overrides:
+        overrides["batch_size"] = max(base.batch_size // mb, 1) * mb
     return base.replace(**overrides) if overrides else base

@@ -1,0 +1,138 @@
+"""The ``tune`` pipeline: Dataset + model spec → brain-tuned checkpoint (``out_dir/export``).
+
+Stages: open the dataset → select target voxels (``params.targets``,
+:func:`core.tuning.targets.select_targets`) → :class:`~core.tuning.samples.TuningData` (training
+stories; the validation story; never the test story) → optional random-fMRI control (a transform of
+the training targets, :func:`apply_control`) → :class:`~core.tuning.model.BrainTuningModel` →
+:func:`core.tuning.trainer.train` → :func:`core.tuning.export.export`.
+
+The run folder ``out_dir`` holds ``run.json`` (data, subject, model, control — a resume must match
+them), ``status.json`` (``state`` running / done / failed, with ``error``), ``metrics.jsonl``,
+``checkpoints/`` and ``export/``, and ``summary.json`` (the returned summary) at the end.
+
+Controls: :mod:`core.tuning.controls`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+
+from core.errors import ConfigError, StudioError
+from core.progress import ProgressFn, report, sub_progress
+from core.tuning.controls import CONTROLS, apply_control
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` looks like a tuning run folder (run.json or status.json)."""
+    return (path / "run.json").exists() or (path / "status.json").exists()
+
+
+def _check_out(out: Path, resume: bool, run_info: dict) -> None:
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a run folder; give a new folder")
+    if not is_run_dir(out):
+        raise ConfigError(f"--out {out} exists and is not a tuning run folder (no run.json / status.json); "
+                          "give a new or empty folder")
+    if not resume:
+        raise ConfigError(f"--out {out} already holds a tuning run; pass --resume to continue it or "
+                          "give a new folder")
+    try:
+        saved = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    for k, v in run_info.items():
+        if saved.get(k) != v:
+            raise ConfigError(f"cannot resume: {k} was {saved.get(k)!r} in the saved run, now {v!r}; "
+                              "use the same settings or a new --out folder")
+
+
+def tune(data_spec: str, subject: str, model_spec: str, out_dir, params=None, preset: str = "demo",
+         control: Optional[str] = None, resume: bool = False, progress: ProgressFn = None,
+         stop_after: Optional[int] = None, device: Optional[str] = None) -> dict:
+    """Brain-tune ``model_spec`` on ``subject`` of ``data_spec``; return the run summary.
+
+    Parameters
+    ----------
+    data_spec : ``demo``, ``ds003020:<path>``, …  subject : e.g. ``S1``, ``UTS01``.
+    model_spec : ``random:``, ``hf:``, ``bundled:`` model spec.
+    out_dir : the run folder (new, empty, or an existing run with ``resume=True``).
+    params : :class:`TuneParams`, or a dict of overrides of ``preset``, or None (the preset).
+    preset : ``demo`` | ``paper`` (:func:`core.tuning.params.preset`).
+    control : None, ``random-story`` or ``chunk-shuffle`` (module docstring).
+    resume : continue the run in ``out_dir`` (same parameters).
+    stop_after : end after this many epochs (interruption; None = all). device : torch device.
+
+    Returns
+    -------
+    dict : ``out``, ``export``, ``data``, ``subject``, ``model``, ``control``, ``n_voxels``,
+    ``targets`` (selection report), ``control_report``, ``n_train``, ``n_val``, ``train_stories``,
+    ``val_stories``, the trainer's numbers (``epochs_run``, ``steps``, ``best_epoch``, ``best_val``,
+    ``last_train_loss``, ``stopped_early``, ``resumed_from``, ``n_trainable``) and ``seconds``.
+    """
+    from core.data import load_dataset
+    from core.jobs.runner import write_status
+    from core.models import model_info
+    from core.tuning import BrainTuningModel, TuneParams, TuningData, select_targets
+    from core.tuning import preset as make_preset
+    from core.tuning.export import export
+    from core.tuning.trainer import train
+
+    if isinstance(params, TuneParams):
+        p = params
+    else:
+        p = make_preset(preset, **dict(params or {}))
+    if control is not None and control not in CONTROLS:
+        raise ConfigError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)} "
+                          "(stimulus and representation controls are not implemented yet)")
+    if p.head_init == "ridge":
+        raise ConfigError("head_init='ridge' is not available in tune yet; use zeros (paper) or random")
+    out = Path(out_dir).expanduser()
+    run_info = {"data": data_spec, "subject": subject, "model": model_spec, "control": control}
+    _check_out(out, resume, run_info)
+    model_info(model_spec)  # a spec that does not exist fails here, before any data is read
+    t0 = time.time()
+    ds = load_dataset(data_spec, progress=sub_progress(progress, 0.0, 0.05))
+    voxels, sel = select_targets(ds, subject, p.targets)
+    data = TuningData.build(ds, subject, voxels, p.delays, p.shift_s)
+    ctl = apply_control(data, control, p.seed)
+    report(progress, 0.06, f"{len(voxels)} target voxels, {len(data.train)} training samples")
+    model = BrainTuningModel.from_spec(model_spec, len(voxels), device=device, head_init=p.head_init,
+                                       seed=p.seed, whisper_input=p.whisper_input)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps({**run_info, "preset": preset}, indent=1))
+    write_status(out, state="running", fraction=0.0, message="training", error=None, started=t0)
+    try:
+        res = train(out, model, data, p, progress=sub_progress(progress, 0.06, 0.95), resume=resume,
+                    stop_after=stop_after)
+        finished = res["epochs_run"] >= p.epochs or res["stopped_early"]
+        summary = {"out": str(out), "export": None, **run_info, "n_voxels": int(len(voxels)),
+                   "targets": sel, "control_report": ctl, **{k: data.report[k] for k in
+                   ("n_train", "n_val", "train_stories", "val_stories")}, **res,
+                   "params": p.to_dict()}
+        if finished:
+            report(progress, 0.96, "exporting")
+            path = export(out, model, p, {**run_info, "targets": sel, "control_report": ctl,
+                                          "val_loss": res["best_val"], "best_epoch": res["best_epoch"],
+                                          "data_report": data.report})
+            summary["export"] = str(path)
+        summary["seconds"] = time.time() - t0
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    except StudioError as err:
+        write_status(out, state="failed", error=str(err), message="failed")
+        raise
+    except BaseException as err:
+        write_status(out, state="failed", error=f"internal error: {type(err).__name__}: {err}",
+                     message="failed")
+        raise
+    if finished:
+        write_status(out, state="done", fraction=1.0, message="done", result=summary["export"])
+    else:
+        write_status(out, state="failed", message="stopped",
+                     error=f"stopped after epoch {res['epochs_run']} of {p.epochs}; resume to continue")
+    report(progress, 1.0, "done")
+    return summary
