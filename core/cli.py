@@ -119,7 +119,7 @@ def _cmd_tune(args) -> int:
     from core.pipelines.tune import tune
 
     overrides = {}
-    for name in ("epochs", "seed", "targets", "micro_batch", "batch_size", "precision"):
+    for name in ("epochs", "seed", "targets", "micro_batch", "batch_size", "precision", "head_init"):
         v = getattr(args, name)
         if v is not None:
             overrides[name] = v
@@ -199,8 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", dest="batch_size", type=int, help="effective batch (multiple of micro-batch)")
     t.add_argument("--precision", choices=("fp32", "bf16"), help="fp32 or bf16 autocast")
     t.add_argument("--lora", action="store_true", help="LoRA (r 8, alpha 32, dropout 0.1 on q/k/v/out)")
-    t.add_argument("--control", choices=("random-story", "chunk-shuffle"),
-                   help="random-fMRI control: train on another story's or chunk-shuffled responses")
+    t.add_argument("--control", metavar="CONTROL",
+                   help="control run: random-story | chunk-shuffle (random-fMRI: another story's or "
+                        "chunk-shuffled responses) | representation:FSPEC[#LAYER] (targets are another "
+                        "feature space at the same TRs, e.g. representation:semantic:minilm = LM-tuned, "
+                        "representation:bundled:whisper-base#layer_6 = BigSLM-tuned); validated by the "
+                        "pipeline (the stimulus control is not implemented)")
+    t.add_argument("--head-init", dest="head_init", choices=("zeros", "random", "ridge"),
+                   help="head initialisation: zeros (paper, default), random, or ridge (fitted on the "
+                        "pretrained model's pooled features of the training samples)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out (same parameters)")
     t.set_defaults(func=_cmd_tune)
 
@@ -224,12 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import logging
 
+    logger = logging.getLogger("core")  # warnings (e.g. skipped stories) as one line on this call's stderr
+    for old in [h for h in logger.handlers if getattr(h, "bts_cli", False)]:
+        logger.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
+    handler.bts_cli = True
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    logger = logging.getLogger("core")
-    if not logger.handlers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

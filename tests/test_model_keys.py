@@ -16,6 +16,7 @@ def _no_loading(monkeypatch):
         raise AssertionError(f"{spec} was loaded")
 
     monkeypatch.setattr(registry, "_build", refuse)
+    monkeypatch.setattr(registry, "_LOADED", {})  # models loaded by earlier tests do not count
     return registry
 
 
