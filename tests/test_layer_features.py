@@ -186,3 +186,22 @@ def test_whisper_window_input_equals_an_encoder_with_a_sliced_position_table():
 def test_whisper_input_is_validated():
     with pytest.raises(ConfigError, match="whisper_input"):
         feature_source("random:whisper-tiny", whisper_input="half")
+
+
+@pytest.mark.parametrize("spec", ["random:whisper-tiny", "random:wav2vec2-tiny"])
+def test_bf16_precision_is_a_rounding_change_with_its_own_cache_key(spec):
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal(16000 * 5).astype(np.float32) * 0.1
+    fp32 = feature_source(spec, mode="fast", window_s=2.0)
+    bf16 = feature_source(spec, mode="fast", window_s=2.0, precision="bf16")
+    a = fp32.extract(audio, fp32.layers())
+    b = bf16.extract(audio, bf16.layers())
+    for layer in fp32.layers():
+        x, y = a[layer].values, b[layer].values
+        assert y.dtype == np.float32 and y.shape == x.shape
+        rel = np.linalg.norm(y - x) / np.linalg.norm(x)
+        assert 0 < rel < 0.05, (layer, rel)  # bf16 keeps ~3 significant digits: close, not equal
+    assert bf16.protocol()["precision"] == "bf16" and "precision" not in fp32.protocol()
+    assert bf16.fingerprint() != fp32.fingerprint()
+    with pytest.raises(ConfigError, match="precision"):
+        feature_source(spec, precision="fp16")

@@ -11,7 +11,8 @@ import torch
 from core.errors import ConfigError
 from core.jobs import read_metrics
 from core.tuning import BrainTuningModel, TuneParams, TuningData
-from core.tuning.trainer import latest_checkpoint, train
+from core.tuning.checkpoints import latest_checkpoint
+from core.tuning.trainer import train
 from tests.fakes import make_dataset
 
 N_VOX = 4

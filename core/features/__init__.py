@@ -41,19 +41,21 @@ def resolve_source(spec: str, **protocol) -> FeatureSource:
     raise ConfigError(f"unknown feature spec {spec!r}; expected one of {known}")
 
 
-def source_for(spec: str, data_spec: str, mode: str | None = None) -> FeatureSource:
+def source_for(spec: str, data_spec: str, mode: str | None = None,
+               precision: str | None = None) -> FeatureSource:
     """The source an encode of ``spec`` on dataset ``data_spec`` uses (CLI, jobs and app alike).
 
     Model specs get the window protocol ``mode`` (default: ``core.features.layers.default_mode``:
-    fast on the demo, paper elsewhere); feature spaces take no mode.
+    fast on the demo, paper elsewhere) and the forward ``precision`` (``fp32`` default, ``bf16``);
+    feature spaces take neither.
     """
     prefix = str(spec).partition(":")[0]
     if prefix in MODEL_PREFIXES:
         from core.features.layers import default_mode
 
-        return resolve_source(spec, mode=mode or default_mode(data_spec))
-    if mode:
-        raise ConfigError(f"--mode goes with model specs, not with {spec!r}")
+        return resolve_source(spec, mode=mode or default_mode(data_spec), precision=precision or "fp32")
+    if mode or precision:
+        raise ConfigError(f"--mode and --precision go with model specs, not with {spec!r}")
     return resolve_source(spec)
 
 

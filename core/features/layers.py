@@ -58,6 +58,7 @@ PAPER_STRIDE_S = 0.1  #: stride (s); paper-method.md Evaluation 1
 FAST_STRIDE_S = 1.0  #: fast-mode stride (s): the team's measurement (mean of the last second)
 MODES = ("paper", "fast")
 WHISPER_INPUTS = ("pad30", "window")
+PRECISIONS = ("fp32", "bf16")  #: forward-pass precision of layer-feature extraction
 CODE_TAG = "layer-features-v1"  #: bump when the extraction's meaning changes
 CACHE_KIND = "layer_features"
 
@@ -135,11 +136,17 @@ class ModelFeatureSource:
         code does) or ``"window"`` (the encoder runs on the window's own length with its positional
         table sliced: ~2× cheaper for 16 s windows, not a float-level change, see the module
         docstring). Default: ``"pad30"`` in paper mode, ``"window"`` in fast mode.
+    precision : ``"fp32"`` (default) or ``"bf16"`` (the forward pass under bf16 autocast; features
+        are returned as float32). A rounding change only: README ("Speech models") gives its measured
+        effect on the demo's per-voxel r and its speed.
     """
 
     def __init__(self, spec: str, window_s: float = PAPER_WINDOW_S, stride_s: float = PAPER_STRIDE_S,
                  mode: str = "paper", fast_stride_s: float = FAST_STRIDE_S, batch_size: int = 8,
-                 whisper_input: str | None = None):
+                 whisper_input: str | None = None, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         if mode not in MODES:
             raise ConfigError(f"feature mode {mode!r} is not one of {', '.join(MODES)}")
         whisper_input = whisper_input or ("pad30" if mode == "paper" else "window")
@@ -178,6 +185,8 @@ class ModelFeatureSource:
         out = {"window_s": self.window_s, "step_s": self.step_s, "mode": self.mode}
         if self.whisper_input != "pad30":  # keeps the keys of existing pad30 caches
             out["whisper_input"] = self.whisper_input
+        if self.precision != "fp32":  # keeps the keys of existing fp32 caches
+            out["precision"] = self.precision
         return out
 
     def layers(self) -> List[str]:
@@ -302,14 +311,18 @@ class ModelFeatureSource:
 
         m = self.model
         device = next(m.module.parameters()).device
+        # the model (not the preprocessor, whose STFT must stay fp32) under bf16 autocast if asked
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         if m.family == "whisper":
             feats = m.preprocessor(waves, sampling_rate=m.sample_rate, return_tensors="pt",
                                    padding="max_length" if self._padded_whisper else "longest"
                                    ).input_features  # zero-pad to 30 s, or keep the window's length
-            return whisper_hidden_states(m.module, feats.to(device), idx, keep=frames)
+            with autocast:
+                return whisper_hidden_states(m.module, feats.to(device), idx, keep=frames)
         values = m.preprocessor(waves, sampling_rate=m.sample_rate, return_tensors="pt",
                                 padding="longest").input_values
-        hs = m.module(values.to(device), output_hidden_states=True).hidden_states
+        with autocast:
+            hs = m.module(values.to(device), output_hidden_states=True).hidden_states
         rows = (torch.arange(len(waves), device=device)[:, None], frames.to(device))
         return {i: hs[i][rows] for i in idx}
 

@@ -3,7 +3,8 @@
 Kinds and their params:
 
 - ``"encode"``: ``{"data": SPEC, "subject": S, "source": FSPEC|MSPEC, "layers": [..] | None,
-  "mode": None | "paper" | "fast" (models; default per dataset), "protocol": "project" |
+  "mode": None | "paper" | "fast" (models; default per dataset), "precision": None | "fp32" |
+  "bf16" (models), "protocol": "project" |
   "released" (default project), "params": {EncodeParams fields overriding the protocol's},
   "roi_groups": None | {group: [roi, ...]}}`` → the :func:`core.pipelines.encode.cached_encode` folder (str).
   Same numbers as ``python -m core encode --data SPEC --subject S (--features FSPEC | --model MSPEC
@@ -48,7 +49,7 @@ def run_encode(params: dict, progress: ProgressFn = None) -> str:
     from core.features import source_for
 
     ds = load_dataset(params["data"], progress=sub_progress(progress, 0.0, 0.05))
-    source = source_for(params["source"], params["data"], params.get("mode"))
+    source = source_for(params["source"], params["data"], params.get("mode"), params.get("precision"))
     out = cached_encode(ds, params["subject"], source, params.get("layers") or None,
                         encode_params(params), params.get("roi_groups"),
                         progress=sub_progress(progress, 0.05, 1.0))
@@ -125,7 +126,7 @@ def job_key(kind: str, params: dict) -> str:
         from core.features import source_for
 
         ds = load_dataset(params["data"])
-        source = source_for(params["source"], params["data"], params.get("mode"))
+        source = source_for(params["source"], params["data"], params.get("mode"), params.get("precision"))
         layers = params.get("layers") or source.layers()
         return encode_key(ds, params["subject"], source, layers, encode_params(params),
                           params.get("roi_groups"))

@@ -11,6 +11,24 @@ stopping / the validation loss then tell how much of the real signal the control
   partners are ``m//2`` chunks apart, ≥ :data:`CHUNK_MIN_APART` when ``m ≥ 20`` ("where possible";
   fewer chunks give the largest distance that pairs all of them). Deterministic (the released
   code's ``'local'`` control: chunks of 15 TRs swapped at least 10 chunks apart).
+
+Representation controls (paper "Controls": BigSLM-tuned / LM-tuned) replace the targets of the
+training **and** validation stories (the validation loss must measure the same task):
+
+- ``representation:<feature spec>[#<layer>]`` — the targets are another feature source's features at
+  the same rows: :func:`core.features.pipeline.tr_features` at the story's ``R - 5`` TR stamps,
+  trimmed ``[10:-5]`` exactly like the released responses (→ the ``R - 20`` response rows) and
+  z-scored per story (ddof 0, a constant column → 0, :func:`core.tuning.samples.zscore_story`).
+  E.g. ``representation:semantic:minilm`` (a text LM's word embeddings: the LM-tuned control) or
+  ``representation:bundled:whisper-base#layer_6`` (a bigger speech model's layer: the BigSLM-tuned
+  control). ``#<layer>`` names one of the source's layers (``#6`` means ``layer_6``); without it a
+  one-layer source uses its layer and a model its **last** layer (the output). The head then has
+  ``n_features`` outputs (``data.report["n_voxels"]`` is set to it; ``data.voxels`` keeps the voxel
+  selection, which no longer enters the loss). Only the training and validation stories are passed
+  to ``tr_features``: the test story is never read.
+
+The stimulus control (the model's own self-supervised loss on the story audio) is not implemented:
+it needs a different loss path in the trainer (a pre-training head, no voxel targets).
 """
 
 from __future__ import annotations
@@ -19,20 +37,121 @@ from typing import Optional
 
 import numpy as np
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 
-CONTROLS = ("random-story", "chunk-shuffle")
+CONTROLS = ("random-story", "chunk-shuffle")  #: random-fMRI controls (training targets only)
+REPRESENTATION = "representation"  #: prefix of ``representation:<feature spec>[#<layer>]``
+CONTROL_FORMS = CONTROLS + (f"{REPRESENTATION}:<feature spec>[#<layer>]",)  #: for messages / help
 CHUNK_TRS = 15  #: chunk length of the chunk-shuffle control (TRs)
 CHUNK_MIN_APART = 10  #: minimum distance (chunks) between swapped chunks, where possible
 
 
-def apply_control(data, control: Optional[str], seed: int = 0) -> dict:
-    """Replace ``data.train``'s targets in place by a control's; returns a report (JSON-able)."""
+def _unknown(control) -> ConfigError:
+    return ConfigError(f"unknown control {control!r}; choose one of {' | '.join(CONTROL_FORMS)} "
+                       "(the stimulus control is not implemented yet)")
+
+
+def parse_control(control: Optional[str]) -> Optional[dict]:
+    """Syntax check of a control name: ``None`` → ``None``; ``{"kind": "random-story" |
+    "chunk-shuffle"}``; or ``{"kind": "representation", "spec": FSPEC, "layer": LAYER or None}``.
+
+    Unknown names or an empty spec/layer → :class:`ConfigError` (one line). The spec itself is
+    resolved by :func:`representation_source`.
+    """
     if control is None:
+        return None
+    control = str(control).strip()
+    if control in CONTROLS:
+        return {"kind": control}
+    prefix, sep, rest = control.partition(":")
+    if prefix != REPRESENTATION or not sep:
+        raise _unknown(control)
+    spec, hash_, layer = rest.partition("#")
+    spec, layer = spec.strip(), layer.strip()
+    if not spec or (hash_ and not layer):
+        raise ConfigError(f"control {control!r} needs a feature spec and, after '#', a layer: "
+                          f"{REPRESENTATION}:<feature spec>[#<layer>], e.g. {REPRESENTATION}:semantic:minilm "
+                          f"or {REPRESENTATION}:bundled:whisper-base#layer_6")
+    return {"kind": REPRESENTATION, "spec": spec, "layer": layer or None}
+
+
+def representation_source(spec: str, layer: Optional[str], data_spec: str = ""):
+    """``(source, layer)`` of a representation control: the feature source of ``spec``
+    (:func:`core.features.source_for`, the encode command's resolution; model specs get the window
+    mode of ``data_spec``) and the resolved layer name (see the module docstring).
+
+    Unknown spec or layer → :class:`ConfigError` naming the available layers.
+    """
+    from core.features import source_for
+
+    source = source_for(spec, data_spec)
+    layers = [str(x) for x in source.layers()]
+    if layer is None:
+        return source, layers[-1]
+    if layer not in layers and layer.isdigit() and f"layer_{layer}" in layers:
+        layer = f"layer_{layer}"
+    if layer not in layers:
+        raise ConfigError(f"representation control: {spec} has no layer {layer!r}; available: "
+                          f"{', '.join(layers)}")
+    return source, layer
+
+
+def representation_targets(dataset, stories, source, layer: str, progress=None) -> dict:
+    """``{story: (R - 20, n_features) float32}``: ``tr_features`` of ``layer`` trimmed ``[10:-5]``
+    to the response rows and z-scored per story. Reads only ``stories``."""
+    from core.data import timing
+    from core.features.pipeline import tr_features
+    from core.tuning.samples import zscore_story
+
+    feats = tr_features(dataset, source, [layer], list(stories), progress=progress)[layer]
+    out = {}
+    for story in stories:
+        x = np.asarray(feats[story])
+        if x.ndim != 2 or x.shape[0] <= timing.TRIM_START + timing.TRIM_END:
+            raise DataError(f"{source.spec} [{layer}] features of {story!r} have shape {x.shape}; "
+                            f"expected (R - 5, n_features) with more than 15 rows")
+        out[story] = zscore_story(x[timing.TRIM_START:-timing.TRIM_END])
+    return out
+
+
+def _apply_representation(data, ctl: dict, dataset, progress=None) -> dict:
+    if dataset is None:
+        raise ConfigError("the representation control needs the dataset (apply_control(..., dataset=ds))")
+    source, layer = representation_source(ctl["spec"], ctl["layer"], str(getattr(dataset, "spec", "")))
+    splits = (("train", data.train), ("val", data.val))
+    stories = [st.name for _, split in splits for st in split._stories]
+    targets = representation_targets(dataset, stories, source, layer, progress)
+    n_feat = {y.shape[1] for y in targets.values()}
+    if len(n_feat) != 1:
+        raise DataError(f"{source.spec} [{layer}] gives different feature counts per story: {sorted(n_feat)}")
+    for _, split in splits:
+        for st in split._stories:
+            y = targets[st.name]
+            if y.shape[0] != len(st.targets):
+                raise DataError(f"{source.spec} [{layer}] features of {st.name!r} give {y.shape[0]} rows "
+                                f"after the [10:-5] trim, the responses have {len(st.targets)}")
+            st.targets = np.ascontiguousarray(y, dtype=np.float32)
+    n = int(n_feat.pop())
+    data.report["n_voxels"] = n
+    data.report["targets_kind"] = REPRESENTATION
+    return {"control": f"{REPRESENTATION}:{ctl['spec']}" + (f"#{ctl['layer']}" if ctl["layer"] else ""),
+            "kind": REPRESENTATION, "source": source.spec, "layer": layer, "n_features": n,
+            "stories": stories, "trim": [10, -5], "zscore": "per story"}
+
+
+def apply_control(data, control: Optional[str], seed: int = 0, dataset=None, progress=None) -> dict:
+    """Replace ``data``'s targets in place by a control's; returns a report (JSON-able).
+
+    Random-fMRI controls change the training stories only; ``representation:…`` changes the
+    training and validation stories and needs ``dataset`` (the :class:`core.data.base.Dataset`
+    ``data`` was built from) to compute the features.
+    """
+    ctl = parse_control(control)
+    if ctl is None:
         return {"control": None}
-    if control not in CONTROLS:
-        raise ConfigError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)} "
-                          "(stimulus and representation controls are not implemented yet)")
+    if ctl["kind"] == REPRESENTATION:
+        return _apply_representation(data, ctl, dataset, progress)
+    control = ctl["kind"]
     stories = data.train._stories
     rng = np.random.default_rng(int(seed))
     if control == "random-story":

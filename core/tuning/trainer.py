@@ -13,34 +13,46 @@ loss; the test story is never read). Run folder layout (``run_dir``):
 - ``checkpoints/epoch-NNN/`` — ``accelerator.save_state`` (model as safetensors, optimiser,
   scheduler, RNG states) plus ``state.json`` ``{epoch, step, best_epoch, best_val, bad_epochs,
   params}``, written last: a folder holding ``state.json`` is complete. The latest
-  :data:`KEEP_LAST` are kept.
+  :data:`core.tuning.checkpoints.KEEP_LAST` are kept.
 - ``checkpoints/best/model.safetensors`` — weights (backbone or LoRA-wrapped backbone + head) of the
   epoch with the lowest validation loss, with its ``state.json``.
 
 Optimisation: micro-batches of ``params.micro_batch`` samples, ``params.grad_accum`` of them per
 optimiser step (the last step of an epoch takes the leftover micro-batches; the loss is weighted so
 every step averages its samples). The epoch's sample order is a permutation drawn from a
-``torch.Generator`` seeded with ``seed + epoch``, so a resumed run sees the same order. Under
-``accelerate launch`` / ``torchrun`` each process takes every ``num_processes``-th sample of it.
+``torch.Generator`` seeded with ``seed + epoch``, so a resumed run sees the same order.
+
+Distributed data parallel (``accelerate launch`` / ``torchrun --nproc_per_node=N``, see
+:func:`local_accum`): the effective batch stays ``params.batch_size``. Optimiser step ``k`` takes
+the samples at positions ``k·batch_size … (k+1)·batch_size − 1`` of the epoch order, as one process
+would; process ``r`` takes every ``N``-th of them (positions ≡ r mod N) in ``batch_size //
+(micro_batch · N)`` micro-batches, so the union of all processes' micro-batches of a step is the
+single-process step. Every process runs the same number of steps (a process left without a sample
+in an epoch's last step runs a zero-weighted forward/backward, so the gradient all-reduce still
+meets). Losses are weighted by samples over all processes; the logged step / epoch losses are
+all-reduced sums divided by the step's sample count, the validation loss is sharded and reduced
+likewise. Only the main process writes ``metrics.jsonl``, ``status.json`` and the ``best``
+checkpoint; ``accelerator.save_state`` writes the model / optimiser once and one RNG file per
+process. Dropout, LayerDrop and SpecAugment draw different random numbers per process, so only a
+model without stochastic layers reproduces the single-process loss curve exactly.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError
 from core.progress import ProgressFn, report
+from core.tuning.checkpoints import (best_dir, check_same_params, latest_checkpoint, load_weights,
+                                     read_state, save_best, save_checkpoint)
 from core.tuning.losses import get_loss
 from core.tuning.schedule import build_optimizer
 
-KEEP_LAST = 2  #: epoch checkpoints kept (the best one is kept apart)
 WAV2VEC2_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
@@ -71,70 +83,63 @@ def is_lora(model) -> bool:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The complete ``checkpoints/epoch-NNN`` folder with the highest epoch (None when none)."""
-    root = checkpoint_dir(run_dir)
-    done = sorted(p for p in root.glob("epoch-[0-9][0-9][0-9]") if (p / "state.json").exists()) \
-        if root.exists() else []
-    return done[-1] if done else None
-
-
-def read_state(ckpt: Path) -> dict:
-    """``state.json`` of a checkpoint folder (DataError when unreadable)."""
-    path = Path(ckpt) / "state.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"checkpoint state {path} is unreadable ({err}); delete that checkpoint folder "
-                        "and resume again") from None
-
-
-def check_same_params(saved: dict, params) -> None:
-    """ConfigError naming the first parameter whose value differs from the saved run's."""
-    now = params.to_dict()
-    for name in sorted(set(saved) | set(now)):
-        if saved.get(name) != now.get(name):
-            raise ConfigError(f"cannot resume: parameter {name} was {saved.get(name)!r} in the saved run, "
-                              f"now {now.get(name)!r}; use the same parameters or a new --out folder")
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
-def save_weights(model, folder: Path) -> None:
-    """Weights of ``model`` (backbone + head) as ``folder/model.safetensors``."""
-    from safetensors.torch import save_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / "model.safetensors"))
-
-
-def load_weights(model, folder: Path) -> None:
-    """Inverse of :func:`save_weights` (strict)."""
-    from safetensors.torch import load_model
-
-    load_model(model, str(Path(folder) / "model.safetensors"), device=str(model.device))
-
-
 # --------------------------------------------------------------------------- training
-def _accelerator(params):
-    from accelerate import Accelerator
+def local_accum(params, n_proc: int) -> int:
+    """Micro-batches per optimiser step on each of ``n_proc`` processes:
+    ``batch_size // (micro_batch · n_proc)``, so the effective batch is ``batch_size`` whatever the
+    number of processes. ConfigError when ``batch_size`` is not a multiple of ``micro_batch · n_proc``.
+    """
+    n_proc = max(int(n_proc), 1)
+    per_round = params.micro_batch * n_proc
+    if params.batch_size % per_round:
+        raise ConfigError(f"batch_size={params.batch_size} is not a multiple of micro_batch × processes = "
+                          f"{params.micro_batch} × {n_proc}; with {n_proc} processes use a batch size that "
+                          f"is a multiple of {per_round}, or a smaller --micro-batch")
+    return params.batch_size // per_round
+
+
+def is_main_process() -> bool:
+    """Whether this is the main (rank 0) process of an ``accelerate launch`` / ``torchrun`` job
+    (True in a plain single process). Initialises the distributed state when launched so."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
+
+def wait_for_everyone() -> None:
+    """Barrier across the processes of a distributed launch (no-op in a single process)."""
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
+def _skips_layers(model) -> bool:
+    """Whether a transformers config inside ``model`` asks for LayerDrop (``layerdrop`` /
+    ``encoder_layerdrop`` > 0: wav2vec2 / HuBERT configs, the random wav2vec2 models)."""
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and any(float(getattr(cfg, k, 0) or 0) > 0 for k in ("layerdrop", "encoder_layerdrop")):
+            return True
+    return False
+
+
+def _accelerator(params, model=None):
+    from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     # one process may train several times (tests, the app's worker): the singletons keep the first
     # run's mixed precision / accumulation otherwise. The distributed PartialState is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+    cpu = not torch.cuda.is_available()
+    n_proc = PartialState(cpu=cpu).num_processes
+    # LayerDrop skips whole layers at random, differently on each process: DDP's reducer must not
+    # wait for their gradients (else "Expected to have finished reduction in the prior iteration")
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=model is not None and _skips_layers(model))
     return Accelerator(mixed_precision="bf16" if params.precision == "bf16" else "no",
-                       gradient_accumulation_steps=params.grad_accum,
-                       cpu=not torch.cuda.is_available())
+                       gradient_accumulation_steps=local_accum(params, n_proc), cpu=cpu,
+                       kwargs_handlers=[ddp])
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -154,15 +159,19 @@ def _collate(split, idx):
 
 
 def evaluate(model, split, params, accelerator=None) -> float:
-    """Mean loss over ``split`` (every sample weighted alike), eval mode, no gradients."""
+    """Mean loss over ``split`` (every sample weighted alike), eval mode, no gradients. Under a
+    distributed launch each process evaluates every ``num_processes``-th sample and the sums are
+    all-reduced, so every process returns the same mean."""
     loss_fn = get_loss(params.loss, weight=params.cosine_l2_weight) if params.loss == "cosine_l2" \
         else get_loss(params.loss)
+    n_proc = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
     was = model.training
     model.eval()
     total, n = 0.0, 0
     try:
         with torch.no_grad():
-            for idx in _batches(torch.arange(len(split)), params.micro_batch):
+            for idx in _batches(torch.arange(len(split))[rank::n_proc], params.micro_batch):
                 x, y = _collate(split, idx)
                 ctx = accelerator.autocast() if accelerator is not None else _null()
                 with ctx:
@@ -171,7 +180,15 @@ def evaluate(model, split, params, accelerator=None) -> float:
                 n += len(idx)
     finally:
         model.train(was)
+    if n_proc > 1:
+        total, n = _reduce_sum(accelerator, total, n)
     return total / max(n, 1)
+
+
+def _reduce_sum(accelerator, *values):
+    """Sums of ``values`` over all processes (float64 all-reduce)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
+    return tuple(float(v) for v in accelerator.reduce(t, reduction="sum"))
 
 
 class _null:
@@ -223,10 +240,12 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
     if params.lora and not is_lora(model):
         apply_lora(model, params)
 
-    accelerator = _accelerator(params)
+    accelerator = _accelerator(params, model)
     n_proc, rank = accelerator.num_processes, accelerator.process_index
-    micro_per_epoch = math.ceil(len(range(rank, len(data.train), n_proc)) / params.micro_batch)
-    steps_per_epoch = math.ceil(micro_per_epoch / params.grad_accum)
+    accum = local_accum(params, n_proc)  # micro-batches per step on this process
+    per_step = params.micro_batch * accum  # samples per step on this process (at most)
+    # steps of the whole effective batch (params.batch_size = per_step · n_proc), as one process
+    steps_per_epoch = math.ceil(len(data.train) / params.batch_size)
     backbone_params, head_params = model.parameter_groups()
     optimizer, scheduler = build_optimizer(backbone_params, head_params, params, steps_per_epoch)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -254,14 +273,20 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
     t0, steps_here, samples_here = time.time(), 0, 0
     last_train, stopped_early, epoch = None, False, start_epoch - 1
     model.train()
+    n_all = len(data.train)
     for epoch in range(start_epoch, last_epoch):
-        order = epoch_order(len(data.train), params.seed, epoch)[rank::n_proc]
-        micro = _batches(order, params.micro_batch)
-        groups = [micro[i:i + params.grad_accum] for i in range(0, len(micro), params.grad_accum)]
+        full = epoch_order(n_all, params.seed, epoch)
+        mine = full[rank::n_proc]  # this process's positions: ≡ rank (mod n_proc)
         ep_loss, ep_n = 0.0, 0
-        for group in groups:
-            n_step = sum(len(b) for b in group)
-            step_loss = 0.0
+        for k_step in range(steps_per_epoch):
+            # the step's samples over all processes (one process: all of them)
+            n_step = min(params.batch_size, n_all - k_step * params.batch_size)
+            group = _batches(mine[k_step * per_step:(k_step + 1) * per_step], params.micro_batch)
+            # a process without a sample in this step still joins the gradient all-reduce
+            dummy = not group
+            if dummy:
+                group = [full[:1]]
+            local_sum = 0.0
             for k, idx in enumerate(group):
                 x, y = _collate(data.train, idx)
                 sync = k == len(group) - 1
@@ -270,15 +295,22 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
                     with accelerator.autocast():
                         pred = model(x)
                     loss = loss_fn(pred.float(), y.to(pred.device))
-                    # accelerator.backward divides by grad_accum: weight so the step averages samples
-                    accelerator.backward(loss * (len(idx) / n_step) * params.grad_accum)
-                step_loss += float(loss.detach()) * len(idx) / n_step
+                    # weight so the step averages its samples over all processes: DDP averages the
+                    # processes' gradients (× n_proc) and accelerator.backward divides by the
+                    # accumulation steps (× gradient_accumulation_steps)
+                    w = 0.0 if dummy else len(idx) / n_step * n_proc
+                    accelerator.backward(loss * w * accelerator.gradient_accumulation_steps)
+                if not dummy:
+                    local_sum += float(loss.detach()) * len(idx)
+            if n_proc > 1:
+                (local_sum,) = _reduce_sum(accelerator, local_sum)
+            step_loss = local_sum / n_step
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             steps_here += 1
-            samples_here += n_step * n_proc
+            samples_here += n_step
             ep_loss += step_loss * n_step
             ep_n += n_step
             elapsed = max(time.time() - t0, 1e-9)
@@ -306,19 +338,13 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
             append_metric(run_dir, {"kind": "epoch", "epoch": epoch, "train_loss": last_train,
                                     "val_loss": val})
             if improved:
-                best = checkpoint_dir(run_dir) / "best"
-                tmp = checkpoint_dir(run_dir) / "best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                save_weights(inner, tmp)
-                _write_json(tmp / "state.json", state)
-                shutil.rmtree(best, ignore_errors=True)
-                tmp.rename(best)
-        _save_checkpoint(accelerator, run_dir, epoch, state)
+                save_best(inner, run_dir, state)
+        save_checkpoint(accelerator, run_dir, epoch, state)
         if params.patience and bad >= params.patience:
             stopped_early = True
             break
     accelerator.wait_for_everyone()
-    best = checkpoint_dir(run_dir) / "best"
+    best = best_dir(run_dir)
     if (best / "model.safetensors").exists():
         load_weights(inner, best)
     return {"epochs_run": epoch + 1, "steps": step, "best_epoch": best_epoch,
@@ -326,22 +352,3 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
             "last_train_loss": last_train, "stopped_early": stopped_early, "resumed_from": resumed_from,
             "n_trainable": int(n_trainable), "n_frozen": int(n_frozen),
             "steps_per_epoch": steps_per_epoch}
-
-
-def _save_checkpoint(accelerator, run_dir: Path, epoch: int, state: dict) -> None:
-    root = checkpoint_dir(run_dir)
-    final = root / f"epoch-{epoch:03d}"
-    tmp = root / f"epoch-{epoch:03d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _write_json(tmp / "state.json", state)  # last: marks the folder complete
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        done = sorted(p for p in root.glob("epoch-[0-9][0-9][0-9]") if (p / "state.json").exists())
-        for old in done[:-KEEP_LAST]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
