@@ -334,3 +334,17 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, ds_root):
     eb = [r for r in read_metrics(tmp_path / "whole") if r["kind"] == "epoch"]
     assert [r["epoch"] for r in ea] == [0, 1, 2] or [r["epoch"] for r in ea][-2:] == [1, 2]
     assert abs(ea[-1]["val_loss"] - eb[-1]["val_loss"]) < 1e-5
+
+
+@pytest.mark.parametrize("spec", ["random:whisper-tiny", "random:wav2vec2-tiny"])
+def test_bf16_autocast_trains_and_stays_close_to_fp32(tmp_path, data, spec):
+    # the Whisper log-mel STFT must stay fp32 under autocast (it converts to numpy)
+    model = _model(spec, head_init="random", seed=1)
+    waves = torch.as_tensor(np.stack([data.train[j][0].numpy() for j in range(2)]))
+    with torch.no_grad():
+        ref = model(waves)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(waves)
+    assert torch.allclose(low.float(), ref, rtol=0.1, atol=0.05 * float(ref.abs().max()))
+    res = train(tmp_path / "run", _model(spec), data, _params(epochs=1, precision="bf16"))
+    assert res["epochs_run"] == 1 and np.isfinite(res["last_train_loss"])

@@ -186,7 +186,8 @@ class BrainTuningModel(nn.Module):
         arr = waves.detach().to("cpu", torch.float32).numpy()
         clips = [arr[i, :int(lengths[i])] for i in range(arr.shape[0])]
         pad = "max_length" if self.whisper_input == "pad30" else "longest"
-        feats = pre(clips, sampling_rate=self.sample_rate, return_tensors="pt", padding=pad).input_features
+        with torch.autocast("cpu", enabled=False):  # the log-mel STFT stays fp32 under bf16 autocast
+            feats = pre(clips, sampling_rate=self.sample_rate, return_tensors="pt", padding=pad).input_features
         top = len(self.backbone.layers)
         hidden = whisper_hidden_states(self.backbone, feats.to(self.device), [top])[top]
         n_frames = (lengths // pre.hop_length - 1) // 2 + 1
