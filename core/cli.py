@@ -228,7 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder (replaced atomically)")
     c.add_argument("--metric", choices=("cc_norm", "r"), default="cc_norm")
     c.set_defaults(func=_cmd_compare)
+    _add_pipeline_commands(sub)
     return p
+
+
+def _add_pipeline_commands(sub) -> None:
+    """Subcommands contributed by pipeline modules: every ``core.pipelines.<name>`` defining
+    ``add_command(subparsers)`` adds its own (the analyses), so the CLI lists each in one place."""
+    import importlib
+    import pkgutil
+
+    import core.pipelines
+
+    for info in sorted(pkgutil.iter_modules(core.pipelines.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"core.pipelines.{info.name}")
+        if hasattr(module, "add_command"):
+            module.add_command(sub)
 
 
 def main(argv=None) -> int:
