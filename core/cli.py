@@ -93,17 +93,59 @@ def parse_story_list(text: str) -> tuple:
     return tuple(items)
 
 
-def _cmd_encode(args) -> int:
-    from core.data import load_dataset
-    from core.data.roi_groups import read_roi_groups
+def add_study_args(p, *, subject_required: bool = True, model_args: bool = False) -> None:
+    """The arguments every per-subject command shares: ``--data --subject --protocol
+    --train-stories --roi-groups --seed --out`` (and, with ``model_args``, ``--features | --model
+    --layers --mode --precision``), read back by :func:`encode_params_of` / :func:`roi_groups_of`."""
+    p.add_argument("--data", required=subject_required, help="demo | ds003020:<path>")
+    p.add_argument("--subject", required=subject_required, help="e.g. S1 (demo), UTS01")
+    if model_args:
+        p.add_argument("--features", help="lowlevel:<name> | semantic:<name>")
+        p.add_argument("--model", help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny] | "
+                                       "ckpt:<run>")
+        p.add_argument("--layers", help="with --model: comma-separated indices or names, or 'all'")
+        p.add_argument("--mode", choices=("paper", "fast"),
+                       help="with --model: window protocol (paper: 16 s windows every 0.1 s, last frame; "
+                            "fast: every 1 s, mean of the last second's frames). Default: fast on the "
+                            "demo, paper elsewhere")
+        p.add_argument("--precision", choices=("fp32", "bf16"),
+                       help="with --model: forward pass in fp32 (default) or under bf16 autocast (faster on "
+                            "CPUs with bf16 units and on GPUs; README gives its measured effect on r)")
+    p.add_argument("--protocol", choices=("project", "released"), default="project",
+                   help="evaluation protocol: project (default; delay per story before the trim, "
+                        "alpha by held-out r, whole test story) or released (the released code: its 24 "
+                        "training stories, test from row 40, alpha by signed sqrt R^2, ceiling ddof 1, "
+                        "trim, z-score, then delay)")
+    p.add_argument("--train-stories", help="training stories: a,b,c or @FILE (one per line or a JSON "
+                                           "list); default: the protocol's")
+    p.add_argument("--roi-groups", help='JSON file {"group": ["ROI", ...]} of ROI groups to summarise '
+                                        "(default: semantic = Broca, sPMv, IPS, RSC, FO; auditory = AC)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap / permutation seed")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+
+
+def encode_params_of(args):
+    """``EncodeParams`` of the :func:`add_study_args` arguments."""
     from core.encoding.params import EncodeParams
-    from core.pipelines.encode import encode
 
     overrides = {"seed": args.seed}
-    if args.train_stories:
+    if getattr(args, "train_stories", None):
         overrides["train_stories"] = parse_story_list(args.train_stories)
-    params = EncodeParams.for_protocol(args.protocol, **overrides)
-    groups = read_roi_groups(args.roi_groups) if args.roi_groups else None
+    return EncodeParams.for_protocol(args.protocol, **overrides)
+
+
+def roi_groups_of(args):
+    """ROI groups of ``--roi-groups`` (None: the defaults)."""
+    from core.data.roi_groups import read_roi_groups
+
+    return read_roi_groups(args.roi_groups) if getattr(args, "roi_groups", None) else None
+
+
+def _cmd_encode(args) -> int:
+    from core.data import load_dataset
+    from core.pipelines.encode import encode
+
+    params, groups = encode_params_of(args), roi_groups_of(args)
     with _tqdm_progress("encode", not args.quiet) as progress:
         ds = load_dataset(args.data, progress=progress)
         source, layers = _resolve_features(args)
@@ -161,29 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_describe)
 
     e = sub.add_parser("encode", help="voxelwise encoding of a feature space or model layers")
-    e.add_argument("--data", required=True, help="demo | ds003020:<path>")
-    e.add_argument("--subject", required=True, help="e.g. S1 (demo), UTS01")
-    e.add_argument("--features", help="lowlevel:<name> | semantic:<name>")
-    e.add_argument("--model", help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny]")
-    e.add_argument("--layers", help="with --model: comma-separated indices or names, or 'all'")
-    e.add_argument("--mode", choices=("paper", "fast"),
-                   help="with --model: window protocol (paper: 16 s windows every 0.1 s, last frame; "
-                        "fast: every 1 s, mean of the last second's frames). Default: fast on the demo, "
-                        "paper elsewhere")
-    e.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="with --model: forward pass in fp32 (default) or under bf16 autocast (faster on "
-                        "CPUs with bf16 units and on GPUs; README gives its measured effect on r)")
-    e.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    e.add_argument("--protocol", choices=("project", "released"), default="project",
-                   help="evaluation protocol: project (default; delay per story before the trim, "
-                        "alpha by held-out r, whole test story) or released (the released code: its 24 "
-                        "training stories, test from row 40, alpha by signed sqrt R^2, ceiling ddof 1, "
-                        "trim, z-score, then delay)")
-    e.add_argument("--train-stories", help="training stories: a,b,c or @FILE (one per line or a JSON "
-                                           "list); default: the protocol's")
-    e.add_argument("--roi-groups", help='JSON file {"group": ["ROI", ...]} of ROI groups to summarise '
-                                        "(default: semantic = Broca, sPMv, IPS, RSC, FO; auditory = AC)")
-    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_study_args(e, model_args=True)
     e.set_defaults(func=_cmd_encode)
 
     t = sub.add_parser("tune", help="brain-tune a speech model on a subject's fMRI (run folder + export)")

@@ -183,6 +183,27 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
 
 
+def check_result_dir(out_dir: Path, what: str) -> Path:
+    """``out_dir`` as a Path if it is new, empty or an earlier result (holds ``summary.json``) —
+    a folder the command may replace; ConfigError naming it otherwise (the user's files are safe)."""
+    from core.errors import ConfigError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
+                                                      and not (out_dir / "summary.json").exists())):
+        raise ConfigError(f"output folder {out_dir} exists and is not {what} (no summary.json); it would be "
+                          f"replaced — choose a new or empty --out")
+    return out_dir
+
+
+def publish_copy(src: Path, out_dir: Path) -> None:
+    """Copy the files of the (cached) folder ``src`` to ``out_dir``, replacing it atomically."""
+    with atomic_dir(Path(out_dir), replace=True) as tmp:
+        for f in Path(src).iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+
+
 def load_json(path: Path, missing: str, error=None):
     """The JSON at ``path``; a missing file raises ``error`` (default DataError) with ``missing``,
     an unreadable one names the file and says it is damaged."""

@@ -25,7 +25,7 @@ import numpy as np
 from core.encoding.params import RELEASED_TRAIN_STORIES, EncodeParams
 from core.errors import ConfigError, DataError
 from core.progress import ProgressFn, report, sub_progress
-from core.store import key_hash
+from core.store import check_result_dir, key_hash
 
 CODE_VERSION = "encode-v2"  #: bump when the meaning of an encoding result changes
 log = logging.getLogger("core")
@@ -186,11 +186,7 @@ def encode(dataset, subject: str, source, layers: Optional[Sequence[str]], out_d
 
     ``out_dir`` must be new, empty or an earlier encode result (it would be replaced).
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                      and not (out_dir / "summary.json").exists())):
-        raise ConfigError(f"output folder {out_dir} exists and is not an encode result (no summary.json); "
-                          f"it would be replaced — choose a new or empty --out")
+    out_dir = check_result_dir(out_dir, "an encode result")
     result = encode_subject(dataset, subject, source, layers, params, roi_groups, progress)
     result.save(out_dir, replace=True)
     report(progress, 1.0, "done")

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.errors import ConfigError
 from core.progress import ProgressFn, report, sub_progress
-from core.store import atomic_dir, load_json, save_json
+from core.store import atomic_dir, check_result_dir, load_json, save_json
 
 
 def read_run(run_dir: Path) -> dict:
@@ -82,9 +82,7 @@ def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm") -> dict:
         cmp = compare_results(base, other, regions, metric)
         summary["others"][str(d)] = cmp["layers"]
         arrays.update({f"delta_{k}_{layer}.npy": v for layer, v in cmp["deltas"].items()})
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "summary.json").exists():
-        raise ConfigError(f"output folder {out_dir} exists and is not a comparison; choose a new --out")
+    out_dir = check_result_dir(out_dir, "a comparison")
     with atomic_dir(out_dir, replace=True) as tmp:
         for name, arr in arrays.items():
             np.save(tmp / name, arr)
