@@ -184,3 +184,20 @@ def test_from_result_with_saved_predictions_matches_reencode(fixture, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "sig_a" / f"p_{layer}.npy"),
                                   np.load(tmp_path / "sig_b" / f"p_{layer}.npy"))
     assert a["layers"][layer]["roi"] == b["layers"][layer]["roi"]
+
+
+def test_normal_method_resolves_what_fdr_needs_and_matches_the_counts_elsewhere():
+    # 200 permutations over ~5,000 voxels: the empirical p never drops below 1/201, so BH finds
+    # nothing; the per-voxel normal fit of the same permutation null does, at the nominal FDR
+    pred, y, planted = _synthetic(7, n=200, n_planted=50, n_null=5000, snr=1.0)
+    emp = significance_arrays(pred, y, n_perm=200, block_trs=10, seed=1, method="empirical")
+    nor = significance_arrays(pred, y, n_perm=200, block_trs=10, seed=1)
+    assert emp["p"].min() >= 1 / 201 and not emp["significant"].any()
+    assert nor["significant"][planted].mean() > 0.9
+    disc = nor["significant"]
+    assert (disc & ~planted).sum() / max(disc.sum(), 1) <= 0.1
+    mid = (emp["p"] > 0.05) & (emp["p"] < 0.5)
+    assert np.abs(nor["p"][mid] - emp["p"][mid]).mean() < 0.03  # the same null where counts resolve
+    np.testing.assert_array_equal(nor["p_empirical"], emp["p"])
+    with pytest.raises(ConfigError, match="p-value method"):
+        significance_arrays(pred[:, :3], y[:, :3], n_perm=10, method="bonferroni")

@@ -9,6 +9,14 @@ positively): ``p = (1 + #{r_perm ≥ r}) / (1 + n_perm)`` (Phipson & Smyth 2010:
 ``n_perm`` (default 1000) draws from ``numpy.random.default_rng(seed)``; vectorised over voxels and
 permutations in batches (bounded memory).
 
+Two p-values from the same permutations (``method``): ``"empirical"`` is the count above; it cannot go
+below ``1 / (n_perm + 1)``, too coarse for FDR over 10⁴–10⁵ voxels (with 1,000 permutations and
+37,226 voxels, BH needs thousands of true effects at the minimum p before any survives — on the
+demo none did with 500). ``"normal"`` (the default) is the upper tail of a normal fitted to the
+voxel's own permutation null (its mean and SD over the ``n_perm`` draws): the same null, calibrated
+per voxel, with a continuous tail. Under the null it is close to the empirical p wherever that is
+resolvable (tested), and it lets strong effects reach the small p that FDR needs.
+
 FDR: Benjamini–Hochberg over the voxels tested (``scipy.stats.false_discovery_control``,
 ``method="bh"``) → q-values; significant where ``q ≤ alpha`` (default 0.05).
 
@@ -114,10 +122,31 @@ def fdr(p: np.ndarray, alpha: float = ALPHA) -> dict:
     return {"q": q, "significant": np.where(ok, q <= alpha, False)}
 
 
+METHODS = ("normal", "empirical")
+
+
+def normal_pvalues(r: np.ndarray, null_mean: np.ndarray, null_sd: np.ndarray) -> np.ndarray:
+    """Upper-tail p of ``r`` under a normal with the permutation null's mean and SD (per voxel);
+    NaN where r is NaN or the null has no spread."""
+    from scipy.stats import norm
+
+    r, mean, sd = (np.asarray(a, dtype=np.float64) for a in (r, null_mean, null_sd))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (r - mean) / np.where(sd > 0, sd, np.nan)
+    return np.where(np.isfinite(z), norm.sf(z), np.nan)
+
+
 def significance_arrays(prediction: np.ndarray, y: np.ndarray, n_perm: int = N_PERM,
-                        block_trs: int = BLOCK_TRS, alpha: float = ALPHA, seed: int = 0) -> dict:
-    """:func:`permutation_pvalues` + :func:`fdr`: ``{"r", "p", "q", "significant"}``."""
+                        block_trs: int = BLOCK_TRS, alpha: float = ALPHA, seed: int = 0,
+                        method: str = "normal") -> dict:
+    """:func:`permutation_pvalues` + :func:`fdr`: ``{"r", "p", "p_empirical", "q", "significant"}``;
+    ``p`` is the ``method``'s (module docstring)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown p-value method {method!r}; expected one of {', '.join(METHODS)}")
     out = permutation_pvalues(prediction, y, n_perm, block_trs, seed)
+    out["p_empirical"] = out["p"]
+    if method == "normal":
+        out["p"] = normal_pvalues(out["r"], out["null_mean"], out["null_sd"])
     out.update(fdr(out["p"], alpha))
     return out
 

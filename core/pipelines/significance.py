@@ -36,8 +36,9 @@ from core.store import atomic_dir, check_result_dir, save_json
 
 CODE_VERSION = "significance-v1"
 TEST_DEFINITION = ("one-sided block permutation of the test story's measured response (repeat mean): "
-                   "blocks of block_trs TRs shuffled, r recomputed with the fixed prediction; "
-                   "p = (1 + #{r_perm >= r}) / (1 + n_perm); Benjamini-Hochberg q over tested voxels")
+                   "blocks of block_trs TRs shuffled, r recomputed with the fixed prediction; p_method "
+                   "normal: upper tail of a normal fitted to the voxel's permutation null, empirical: "
+                   "(1 + #{r_perm >= r}) / (1 + n_perm); Benjamini-Hochberg q over tested voxels")
 
 
 def _check_out(out_dir: Path) -> Path:
@@ -47,7 +48,7 @@ def _check_out(out_dir: Path) -> Path:
 def layer_significance(predictions: Mapping[str, np.ndarray], y_test: np.ndarray, valid: np.ndarray,
                      regions: Mapping[str, Mapping[str, np.ndarray]], n_perm: int = N_PERM,
                      block_trs: int = BLOCK_TRS, alpha: float = ALPHA, seed: int = 0,
-                     progress: ProgressFn = None) -> tuple:
+                     progress: ProgressFn = None, method: str = "normal") -> tuple:
     """Test every layer's prediction ``(n_test, n_valid)`` against ``y_test (n_test, n_voxels)``.
 
     regions : ``{"roi": {...}, "roi_groups": {...}, ...}`` masks per table.
@@ -64,7 +65,7 @@ def layer_significance(predictions: Mapping[str, np.ndarray], y_test: np.ndarray
         if pred.shape != (y_test.shape[0], int(valid.sum())):
             raise DataError(f"layer {layer}: prediction {pred.shape} does not match the test story "
                             f"({y_test.shape[0]} TRs, {int(valid.sum())} kept voxels)")
-        res = significance_arrays(pred, y_test[:, valid], n_perm, block_trs, alpha, seed)
+        res = significance_arrays(pred, y_test[:, valid], n_perm, block_trs, alpha, seed, method)
         full = {k: np.full(n_vox, np.nan) for k in ("p", "q", "r")}
         for k in full:
             full[k][valid] = res[k]
@@ -106,7 +107,7 @@ def _write(out_dir: Path, arrays: Mapping[str, np.ndarray], summary: dict) -> No
 def significance(dataset, subject: str, source, layers: Optional[Sequence[str]], out_dir: Path,
                  params: EncodeParams = EncodeParams(), n_perm: int = N_PERM, block_trs: int = BLOCK_TRS,
                  alpha: float = ALPHA, seed: int = 0, roi_groups: Optional[Mapping] = None,
-                 progress: ProgressFn = None) -> dict:
+                 progress: ProgressFn = None, method: str = "normal") -> dict:
     """Encode ``source`` (``layers``) for ``subject`` keeping the test predictions, then test them.
 
     Writes ``out_dir`` (module docstring) and returns the summary.
@@ -134,9 +135,10 @@ def significance(dataset, subject: str, source, layers: Optional[Sequence[str]],
     y_test = repeats[:, params.test_start:, :].mean(axis=0)
     regions, members = _regions(dataset, subject, roi_groups)
     arrays, table = layer_significance({k: v.prediction for k, v in result.layers.items()}, y_test, voxels.valid,
-                                     regions, n_perm, block_trs, alpha, seed, sub_progress(progress, 0.6, 0.98))
+                                     regions, n_perm, block_trs, alpha, seed, sub_progress(progress, 0.6, 0.98),
+                                     method)
     summary = {"subject": subject, "features": source.spec, "n_perm": int(n_perm), "block_trs": int(block_trs),
-               "alpha": float(alpha), "seed": int(seed), "test": TEST_DEFINITION, "layers": table,
+               "alpha": float(alpha), "seed": int(seed), "p_method": method, "test": TEST_DEFINITION, "layers": table,
                "provenance": {"data": dataset.spec, "dataset_fingerprint": dataset.fingerprint(),
                               **feats.provenance, "protocol": params.protocol, "params": params.to_dict(),
                               "train_stories": train, "test_story": test[0], "skipped": skipped,
@@ -149,7 +151,8 @@ def significance(dataset, subject: str, source, layers: Optional[Sequence[str]],
 
 def significance_from_result(result_dir: Path, out_dir: Path, n_perm: int = N_PERM,
                              block_trs: int = BLOCK_TRS, alpha: float = ALPHA, seed: int = 0,
-                             roi_groups: Optional[Mapping] = None, progress: ProgressFn = None) -> dict:
+                             roi_groups: Optional[Mapping] = None, progress: ProgressFn = None,
+                             method: str = "normal") -> dict:
     """Test the predictions saved in an encode result folder (``pred_<layer>.npy``), no refit."""
     from core.data import load_dataset
     from core.encoding.result import EncodingResult
@@ -168,9 +171,10 @@ def significance_from_result(result_dir: Path, out_dir: Path, n_perm: int = N_PE
     params = EncodeParams.from_dict(prov.get("params"))
     y_test = np.asarray(ds.repeats(res.subject))[:, params.test_start:, :].mean(axis=0)
     regions, members = _regions(ds, res.subject, roi_groups)
-    arrays, table = layer_significance(preds, y_test, res.valid, regions, n_perm, block_trs, alpha, seed, progress)
+    arrays, table = layer_significance(preds, y_test, res.valid, regions, n_perm, block_trs, alpha, seed, progress,
+                                       method)
     summary = {"subject": res.subject, "features": res.features, "n_perm": int(n_perm),
-               "block_trs": int(block_trs), "alpha": float(alpha), "seed": int(seed), "test": TEST_DEFINITION,
+               "block_trs": int(block_trs), "alpha": float(alpha), "seed": int(seed), "p_method": method, "test": TEST_DEFINITION,
                "layers": table, "provenance": {"result": str(result_dir), "data": prov["data"],
                                                "roi_groups": members, "code_version": CODE_VERSION}}
     _write(out_dir, arrays, summary)
@@ -189,7 +193,7 @@ def _cmd(args) -> int:
             if args.data or args.subject or args.features or args.model:
                 raise ConfigError("--result takes no --data/--subject/--features/--model (they are the result's)")
             summary = significance_from_result(Path(args.result), Path(args.out), args.n_perm, args.block_trs,
-                                               args.alpha, args.seed, groups, progress)
+                                               args.alpha, args.seed, groups, progress, args.p_method)
         else:
             if not args.data or not args.subject:
                 raise ConfigError("give --data and --subject (with --features or --model/--layers), or --result DIR")
@@ -197,8 +201,8 @@ def _cmd(args) -> int:
             ds = load_dataset(args.data, progress=progress)
             source, layers = _resolve_features(args)
             summary = significance(ds, args.subject, source, layers, Path(args.out), params, args.n_perm,
-                                   args.block_trs, args.alpha, args.seed, groups, progress)
-    out = {k: summary[k] for k in ("subject", "features", "n_perm", "block_trs", "alpha")}
+                                   args.block_trs, args.alpha, args.seed, groups, progress, args.p_method)
+    out = {k: summary[k] for k in ("subject", "features", "n_perm", "block_trs", "alpha", "p_method")}
     out["layers"] = {k: {kk: v[kk] for kk in ("n_tested", "n_significant", "share", "mean_r")}
                      for k, v in summary["layers"].items()}
     print(json.dumps(out, indent=1, default=str))
@@ -216,4 +220,8 @@ def add_command(sub) -> None:
     p.add_argument("--block-trs", dest="block_trs", type=int, default=BLOCK_TRS,
                    help=f"permutation block length in TRs (default {BLOCK_TRS})")
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"FDR level (default {ALPHA})")
+    p.add_argument("--p-method", dest="p_method", choices=("normal", "empirical"), default="normal",
+                   help="p-value from the permutations: normal (a normal fitted to each voxel's permutation "
+                        "null; default) or empirical (counts; never below 1/(n_perm+1), too coarse for FDR "
+                        "over many voxels)")
     p.set_defaults(func=_cmd)
