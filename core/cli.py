@@ -191,6 +191,20 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_compare_subjects(args) -> int:
+    from core.errors import ConfigError
+    from core.pipelines.evaluate import compare_subjects
+
+    pairs = []
+    for item in args.pairs:
+        base, sep, other = item.partition(":")
+        if not sep or not base or not other:
+            raise ConfigError(f"{item!r} is not BASE_DIR:OTHER_DIR (one pair of encode results per subject)")
+        pairs.append((Path(base), Path(other)))
+    print(json.dumps(compare_subjects(pairs, Path(args.out), args.metric, args.layer), indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="Brain-tuning Studio engine")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -248,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder (replaced atomically)")
     c.add_argument("--metric", choices=("cc_norm", "r"), default="cc_norm")
     c.set_defaults(func=_cmd_compare)
+
+    cs = sub.add_parser("compare-subjects", help="model B vs A across subjects: Wilcoxon over per-subject "
+                                                 "region means (one BASE:OTHER pair of results per subject)")
+    cs.add_argument("pairs", nargs="+", help="BASE_DIR:OTHER_DIR per subject")
+    cs.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    cs.add_argument("--metric", choices=("cc_norm", "r"), default="cc_norm")
+    cs.add_argument("--layer", default="best", help="a layer both results have, or best (default)")
+    cs.set_defaults(func=_cmd_compare_subjects)
     _add_pipeline_commands(sub)
     return p
 

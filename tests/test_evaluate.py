@@ -116,3 +116,32 @@ def test_evaluate_run_and_compare_cli(tuned_run, tmp_path, capsys):
     assert code == 2 and "not a tuning run folder" in err
     code = main(["-q", "compare", s["pretrained_result"], "--out", str(tmp_path / "c2")])
     assert code == 2 and "baseline" in capsys.readouterr().err
+
+
+def test_compare_subjects_wilcoxon_over_subjects(tmp_path, capsys, monkeypatch):
+    from core.data import load_dataset
+    from core.features import resolve_source
+    from core.pipelines.encode import cached_encode
+
+    monkeypatch.setenv("BTS_CACHE_DIR", str(tmp_path / "cache"))
+    fx = make_ds003020_fixture(tmp_path / "ds", n_stories=5, seed=4)
+    ds = load_dataset(f"ds003020:{fx['root']}")
+    pairs = {s: [cached_encode(ds, s, resolve_source(f)) for f in ("lowlevel:wordrate", "lowlevel:powspec")]
+             for s in ("UTS01", "UTS02")}
+    args = [f"{a}:{b}" for a, b in pairs.values()]
+    code = main(["-q", "compare-subjects", *args, "--out", str(tmp_path / "cs"), "--layer", "best"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    s = json.loads(out.out)
+    cortex = s["regions"]["cortex"]
+    assert s["subjects"] == ["UTS01", "UTS02"] and cortex["n_subjects"] == 2
+    for subj, (a, b) in pairs.items():
+        ra, rb = EncodingResult.load(a), EncodingResult.load(b)
+        both = np.isfinite(ra.layers["wordrate"].cc_norm) & np.isfinite(rb.layers["powspec"].cc_norm)
+        assert cortex["per_subject"][subj] == pytest.approx(
+            [float(ra.layers["wordrate"].cc_norm[both].mean()), float(rb.layers["powspec"].cc_norm[both].mean())])
+    assert cortex["min_possible_p"] == 0.5 and "cannot reach significance" in cortex["note"]
+    code = main(["-q", "compare-subjects", args[0], args[0], "--out", str(tmp_path / "c2")])
+    assert code == 2 and "two pairs" in capsys.readouterr().err
+    code = main(["-q", "compare-subjects", "nocolon", "--out", str(tmp_path / "c3")])
+    assert code == 2 and "BASE_DIR:OTHER_DIR" in capsys.readouterr().err

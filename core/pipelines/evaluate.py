@@ -90,6 +90,54 @@ def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm") -> dict:
     return summary
 
 
+def compare_subjects(pairs: list, out_dir: Path, metric: str = "cc_norm", layer: str = "best") -> dict:
+    """``python -m core compare-subjects BASE:OTHER [BASE:OTHER …] --out DIR``: model OTHER vs BASE
+    across subjects — one (BASE, OTHER) pair of encode results per subject; per region (ROIs, ROI
+    groups, planted types present in every subject) the per-subject means of ``metric`` at
+    ``layer`` (``best`` = each result's best layer) and a Wilcoxon signed-rank test over subjects
+    (:func:`core.analysis.stats.across_subjects`; with n subjects the smallest two-sided p is 2/2^n).
+
+    Writes ``DIR/summary.json`` ``{"metric", "layer", "subjects", "pairs", "regions": {region:
+    {... across_subjects ..., "per_subject": {subject: [base, other]}}}}`` and returns it.
+    """
+    from core.analysis.compare import compare_results
+    from core.analysis.stats import across_subjects
+    from core.data import load_dataset
+    from core.encoding import EncodingResult
+
+    if not pairs:
+        raise ConfigError("compare-subjects needs BASE:OTHER pairs of encode results, one per subject")
+    per_region_a, per_region_b, listed = {}, {}, []
+    for base_dir, other_dir in pairs:
+        base, other = EncodingResult.load(base_dir), EncodingResult.load(other_dir)
+        if base.subject in listed:
+            raise ConfigError(f"subject {base.subject!r} appears in two pairs; give one pair per subject")
+        listed.append(base.subject)
+        if not base.provenance.get("data") or base.provenance.get("data") != other.provenance.get("data"):
+            raise ConfigError(f"{base_dir} and {other_dir} must be encode results of one dataset (provenance.data)")
+        ds = load_dataset(base.provenance["data"])
+        cmp = compare_results(base, other, regions_of(ds, base.subject), metric)
+        row = cmp["layers"][layer] if layer in cmp["layers"] else None
+        if row is None:
+            raise ConfigError(f"layer {layer!r} is not in both results of {base.subject}; use best or a common layer")
+        for region, stats in row["regions"].items():
+            per_region_a.setdefault(region, {})[base.subject] = stats["mean_a"]
+            per_region_b.setdefault(region, {})[base.subject] = stats["mean_b"]
+    regions = {}
+    for region in per_region_a:
+        if len(per_region_a[region]) != len(listed):
+            continue  # a region not every subject has
+        res = across_subjects(per_region_a[region], per_region_b[region])
+        res["per_subject"] = {s: [per_region_a[region][s], per_region_b[region][s]] for s in listed}
+        regions[region] = res
+    summary = {"metric": metric, "layer": layer, "subjects": listed,
+               "pairs": [[str(a), str(b)] for a, b in pairs], "regions": regions}
+    out_dir = check_result_dir(out_dir, "a comparison")
+    with atomic_dir(out_dir, replace=True) as tmp:
+        save_json(tmp / "summary.json", summary)
+    return summary
+
+
 def evaluate_run(run_dir: Path, protocol: str = "project", metric: str = "cc_norm",
                  mode: Optional[str] = None, progress: ProgressFn = None) -> dict:
     """Encode the run's tuned and pretrained models on the test story and compare them.
