@@ -55,6 +55,22 @@ MEMORY_BUDGET_GIB = 24.0  #: peak RSS allowed for the uts03 fit
 EIGH_FLOPS_PER_N3 = 14.0 / 3.0
 
 
+def _features(rng, n: int, n_features: int) -> tuple:
+    """``(x (n, n_features), readout (n, 16))``: a 128-dim AR(1) latent (ρ = 0.7) mixed into
+    correlated columns plus noise, and its rank-16 linear read-out (the planted signal's basis)."""
+    from scipy.signal import lfilter
+
+    latent = lfilter([1.0], [1.0, -0.7], rng.standard_normal((n, 128)), axis=0)
+    x = latent @ rng.standard_normal((128, n_features)) / np.sqrt(128)
+    x += 0.3 * rng.standard_normal((n, n_features))
+    return x, (x @ rng.standard_normal((n_features, 16))) / np.sqrt(n_features)
+
+
+def z(a: np.ndarray) -> np.ndarray:
+    """Columns z-scored (ddof 0), float32."""
+    return ((a - a.mean(0)) / a.std(0)).astype(np.float32)
+
+
 def make_data(n_trs: int, n_features: int, n_voxels: int, n_test: int, seed: int = 0) -> dict:
     """Synthetic z-scored design and responses; 40 % of voxels carry signal of varied strength.
 
@@ -62,22 +78,12 @@ def make_data(n_trs: int, n_features: int, n_voxels: int, n_test: int, seed: int
     (correlated columns, decaying spectrum, like delayed model features). Responses: a rank-16
     linear read-out of the features, scaled per voxel to a log-uniform SNR in [0.02, 2], plus noise.
     """
-    from scipy.signal import lfilter
-
     rng = np.random.default_rng(seed)
-    n = n_trs + n_test
-    latent = lfilter([1.0], [1.0, -0.7], rng.standard_normal((n, 128)), axis=0)
-    x = latent @ rng.standard_normal((128, n_features)) / np.sqrt(128)
-    x += 0.3 * rng.standard_normal((n, n_features))
-    readout = (x @ rng.standard_normal((n_features, 16))) / np.sqrt(n_features)
+    x, readout = _features(rng, n_trs + n_test, n_features)
     signal = readout @ rng.standard_normal((16, n_voxels))
     signal /= signal.std(0)
     snr = np.where(rng.random(n_voxels) < 0.4, 10 ** rng.uniform(np.log10(0.02), np.log10(2), n_voxels), 0)
-    y = np.sqrt(snr) * signal + rng.standard_normal((n, n_voxels))
-
-    def z(a):
-        return ((a - a.mean(0)) / a.std(0)).astype(np.float32)
-
+    y = np.sqrt(snr) * signal + rng.standard_normal((n_trs + n_test, n_voxels))
     return {"X": z(x[:n_trs]), "Y": z(y[:n_trs]), "X_test": z(x[n_trs:]), "Y_test": z(y[n_trs:]),
             "has_signal": snr > 0}
 
@@ -93,23 +99,15 @@ def write_data_chunked(folder: Path, n_trs: int, n_features: int, n_voxels: int,
     subject-sized ``Y`` needs a few hundred MB, not ``n × n_voxels`` float64.
     """
     from numpy.lib.format import open_memmap
-    from scipy.signal import lfilter
 
     rng = np.random.default_rng(seed)
-    n = n_trs + n_test
-    latent = lfilter([1.0], [1.0, -0.7], rng.standard_normal((n, 128)), axis=0)
-    x = latent @ rng.standard_normal((128, n_features)) / np.sqrt(128)
-    x += 0.3 * rng.standard_normal((n, n_features))
-    readout = (x @ rng.standard_normal((n_features, 16))) / np.sqrt(n_features)
+    x, readout = _features(rng, n_trs + n_test, n_features)
     snr = np.where(rng.random(n_voxels) < 0.4, 10 ** rng.uniform(np.log10(0.02), np.log10(2), n_voxels), 0)
-
-    def z(a):
-        return ((a - a.mean(0)) / a.std(0)).astype(np.float32)
 
     np.save(folder / "X.npy", z(x[:n_trs]))
     np.save(folder / "X_test.npy", z(x[n_trs:]))
     np.save(folder / "has_signal.npy", snr > 0)
-    del latent, x
+    del x
     y_out = open_memmap(folder / "Y.npy", mode="w+", dtype=np.float32, shape=(n_trs, n_voxels))
     y_test = open_memmap(folder / "Y_test.npy", mode="w+", dtype=np.float32, shape=(n_test, n_voxels))
     for start in range(0, n_voxels, voxel_chunk):
