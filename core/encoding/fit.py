@@ -116,7 +116,7 @@ def fit_encoding(designs: Mapping[str, Tuple[np.ndarray, np.ndarray]], y_train: 
         groups = region_table(r, ccn, group_sel)
         for g, v in groups.items():
             v["members"] = list(roi_groups[g]["members"])
-        table[name] = {"mean_r": _nanmean(r), "mean_cc_norm": _nanmean(ccn),
+        table[name] = {"mean_r": nanmean(r), "mean_cc_norm": nanmean(ccn),
                        "roi": region_table(r, ccn, rois), "roi_groups": groups}
     report(progress, 1.0, "scored")
     summary = {"subject": subject, "features": features, "n_voxels": int(valid.sum()),
@@ -125,6 +125,7 @@ def fit_encoding(designs: Mapping[str, Tuple[np.ndarray, np.ndarray]], y_train: 
                           valid=valid, summary=summary)
 
 
-def _nanmean(x: np.ndarray) -> float:
+def nanmean(x: np.ndarray) -> float:
+    """Mean of the finite entries of ``x`` (float64); NaN when there is none (no warning)."""
     x = np.asarray(x, dtype=np.float64)
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")

@@ -108,7 +108,7 @@ def _compute(dataset, subject, source, layers, removed, params, roi_groups, alph
              final: Path, progress: ProgressFn) -> None:
     from core.analysis.lowlevel_impact import percent_drop, region_drop, residualize
     from core.data.roi_groups import group_masks
-    from core.encoding.fit import fit_encoding
+    from core.encoding.fit import fit_encoding, nanmean
     from core.encoding.result import EncodingResult
     from core.features.design import response_matrix
     from core.features.featureset import FeatureSet
@@ -165,7 +165,7 @@ def _compute(dataset, subject, source, layers, removed, params, roi_groups, alph
             g = region_drop(a_full, a_resid, {k: v["mask"] for k, v in groups.items()})
             for name, row in g.items():
                 row["members"] = list(groups[name]["members"])
-            table[layer] = {"mean_full": _nanmean(a_full), "mean_resid": _nanmean(a_resid),
+            table[layer] = {"mean_full": nanmean(a_full), "mean_resid": nanmean(a_resid),
                             "roi": region_drop(a_full, a_resid, rois), "roi_groups": g}
             if planted:
                 table[layer]["planted"] = region_drop(a_full, a_resid, planted)
@@ -187,11 +187,6 @@ def _compute(dataset, subject, source, layers, removed, params, roi_groups, alph
             },
         }
         save_json(tmp / "summary.json", summary)
-
-
-def _nanmean(x) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 # -- CLI ----------------------------------------------------------------------------------------
