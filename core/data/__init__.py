@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, VoxelReport
+from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, SurfaceSpace, VoxelReport
 from core.errors import ConfigError
 from core.progress import ProgressFn
 
 VALID_SPECS = ("demo", "ds003020:<path>")
 
-__all__ = ["SAMPLE_RATE", "Dataset", "Events", "SurfaceMapping", "VoxelReport", "VALID_SPECS",
+__all__ = ["SAMPLE_RATE", "Dataset", "Events", "SurfaceMapping", "SurfaceSpace", "VoxelReport", "VALID_SPECS",
            "load_dataset"]
 
 

@@ -57,6 +57,36 @@ class SurfaceMapping:
     filestore: Optional[Path] = None
 
 
+@dataclass(frozen=True)
+class SurfaceSpace:
+    """How a subject's response columns sit on a standard surface mesh (surface datasets).
+
+    ``mesh`` names the mesh the data live on for maps (``"fsaverage5"``, shipped inside nilearn);
+    ``vertices`` ``(n_voxels,)`` int64 gives, for response column ``i``, its vertex index in the
+    concatenated left + right hemispheres (left = ``0 … n_per_hemi - 1``); vertices without data
+    (medial wall, NaN) are simply absent. ``n_per_hemi`` = 10,242 for fsaverage5.
+    """
+
+    mesh: str
+    vertices: np.ndarray
+    n_per_hemi: int
+
+    @property
+    def n_vertices(self) -> int:
+        return 2 * self.n_per_hemi
+
+    def to_mesh(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """Per-column ``values`` ``(n_voxels,)`` → per-vertex ``(2 * n_per_hemi,)`` float (``fill``
+        where a vertex has no column)."""
+        values = np.asarray(values)
+        if values.shape != self.vertices.shape:
+            raise DataError(f"{values.shape[0] if values.ndim else 0} values do not match the "
+                            f"{self.vertices.shape[0]} surface vertices of this subject")
+        out = np.full(self.n_vertices, fill, dtype=np.float64)
+        out[self.vertices] = values
+        return out
+
+
 def _no_voxels() -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
 
@@ -261,6 +291,11 @@ class Dataset:
         """Voxel → cortex mapping for flatmaps, or None when the dataset has no pycortex-db."""
         raise NotImplementedError
 
+    def surface_space(self, subject: str) -> Optional[SurfaceSpace]:
+        """Column → standard-mesh vertex mapping for surface datasets (``demo-group``,
+        ``narratives:``; maps drawn with nilearn), None for volume datasets."""
+        return None
+
     def rois(self, subject: str) -> dict:
         """ROI name → boolean mask ``(n_voxels,)``. Always includes ``"cortex"`` (all voxels)."""
         raise NotImplementedError
@@ -277,8 +312,9 @@ class Dataset:
         """Hash identifying the dataset's content (for cache keys)."""
         raise NotImplementedError
 
-    def ground_truth(self) -> Optional[dict]:
-        """The demo's planted truth (``ground_truth.npz`` arrays), None for real data."""
+    def ground_truth(self, subject: Optional[str] = None) -> Optional[dict]:
+        """The simulated brain's planted truth (``ground_truth.npz`` arrays) — of ``subject`` where
+        participants differ (``demo-group``); None for real data."""
         return None
 
     def describe(self) -> dict:

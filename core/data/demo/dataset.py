@@ -62,7 +62,7 @@ class DemoDataset(Ds003020Dataset):
                             "delete the demo folder to rebuild it")
         return masks
 
-    def ground_truth(self) -> dict:
+    def ground_truth(self, subject: Optional[str] = None) -> dict:
         """Arrays of ``ground_truth.npz``: ``voxel_type`` ``(n_voxels,)`` codes into
         ``type_names`` = ["none", "acoustic", "semantic", "mixed"], ``w_acoustic``
         ``(n_acoustic, n_voxels)``, ``w_semantic`` ``(n_semantic, n_voxels)``,
