@@ -18,6 +18,9 @@ PAGES = [
     st.Page("pages/learn.py", title="Learn", icon=":material/school:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/headphones:"),
     st.Page("pages/alignment.py", title="Alignment maps", icon=":material/map:"),
+    st.Page("pages/tuning.py", title="Brain-tuning", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/analyses.py", title="Analyses", icon=":material/analytics:"),
 ]
 
 

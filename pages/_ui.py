@@ -169,6 +169,31 @@ def truth_png(data: str, subject: str) -> Optional[bytes]:
     return studio.ground_truth_flatmap(dataset(data), subject)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def difference_png(data: str, subject: str, folder: str, k: int, layer: str, metric: str) -> Optional[bytes]:
+    """Difference map PNG of a cached comparison folder (other ``k`` − base, at ``layer``)."""
+    from core.studio import compare
+
+    return studio.difference_png(dataset(data), subject, compare.delta_values(Path(folder), k, layer),
+                                 title=f"Δ {metric} · {layer}", label=f"Δ {metric}")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def analysis_png(data: str, subject: str, folder: str, what: str, layer: str = "") -> Optional[bytes]:
+    """Map PNG of an analysis folder: ``preference`` (partition; diverging) or ``significant``
+    (test r of the FDR-significant voxels at ``layer``)."""
+    from core.studio import analyses
+
+    ds = dataset(data)
+    if what == "preference":
+        return studio.difference_png(ds, subject, analyses.partition_map(Path(folder)),
+                                     title="preference (> 0: first space)", label="preference")
+    values = analyses.significance_map(Path(folder), layer)
+    vmin, vmax = studio.color_range(values)
+    return studio.map_png(ds, subject, values, vmin=vmin, vmax=vmax, cmap=studio.SCORE_CMAP,
+                          title=f"significant voxels · {layer}", label="r")
+
+
 FIRST_FLATMAP_NOTE = ("Drawing the flatmap… (the very first flatmap of a brain builds pycortex's "
                       "surface cache, about a minute; later ones take about a second)")
 

@@ -14,8 +14,10 @@ Kinds and their params:
   describe --data SPEC``.
 - ``"tune"``: ``{"data", "subject", "model", "out" (default <run dir>/tune), "preset", "params",
   "control", "resume"}`` → the export folder (str). Same as ``python -m core tune``.
+- ``"evaluate"``, ``"partition"``, ``"lowlevel-impact"``, ``"preference"``, ``"probe"``,
+  ``"significance"``: the analyses, :mod:`core.jobs.analysis_kinds`.
 
-Heavy kinds (:data:`HEAVY`: ``encode``, ``dataset``, ``tune``) run one at a time per device: their worker
+Heavy kinds (:data:`HEAVY`: ``encode``, ``dataset``, ``tune`` and the analyses) run one at a time per device: their worker
 waits for the device slot (``core.jobs.worker.device_slot``) before running. Light kinds run at
 once. More kinds (a test's, a plugin's) are added with :func:`register_kind`, whose ``module`` the
 worker process imports before looking the kind up.
@@ -26,6 +28,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 from core.errors import JobError
+from core.jobs.analysis_kinds import ANALYSIS_KINDS
 from core.progress import ProgressFn, sub_progress
 from core.store import key_hash
 
@@ -85,8 +88,9 @@ KINDS: Dict[str, Callable[[dict, ProgressFn], object]] = {
     "encode": run_encode,
     "dataset": run_dataset,
     "tune": run_tune,
+    **ANALYSIS_KINDS,
 }
-HEAVY = {"encode", "dataset", "tune"}  #: kinds holding a device slot while they run (one per device)
+HEAVY = {"encode", "dataset", "tune", *ANALYSIS_KINDS}  #: kinds holding a device slot while they run (one per device)
 MODULES: Dict[str, str] = {}  #: kind → module registering it (imported by the worker), if not built in
 
 

@@ -14,6 +14,7 @@ from core.store import key_hash
 
 METRICS = {"cc_norm": "cc_norm (r / noise ceiling)", "r": "r (Pearson, test story)"}
 SCORE_CMAP = "inferno"  #: colormap of score maps (flatmaps and the WebGL viewer)
+DIFF_CMAP = "RdBu_r"  #: diverging colormap of difference / preference maps (centred at 0)
 
 
 # -- encode folders -----------------------------------------------------------------------------
@@ -136,23 +137,52 @@ def color_range(values: np.ndarray) -> tuple:
 # -- flatmaps -----------------------------------------------------------------------------------
 
 def flatmap_available(dataset, subject: str) -> bool:
-    """Whether the subject has a cortex mapping (pycortex) for flatmaps."""
-    return dataset.surface(subject) is not None
+    """Whether the subject's values can be drawn on a cortex: a pycortex mapping (volumes) or a
+    standard surface (nilearn, e.g. fsaverage5)."""
+    return dataset.surface(subject) is not None or dataset.surface_space(subject) is not None
+
+
+def map_png(dataset, subject: str, values: np.ndarray, *, vmin: float, vmax: float, cmap: str,
+            title: str = "", label: str = "", threshold: Optional[float] = None,
+            view: str = "flat") -> Optional[bytes]:
+    """PNG bytes of per-voxel ``values`` ``(n_voxels,)`` on the subject's cortex with ROI outlines:
+    a pycortex flatmap for volume datasets, a nilearn fsaverage map (``view`` flat | inflated) for
+    surface datasets; None when the subject has neither. Values below ``threshold`` are hidden."""
+    mapping = dataset.surface(subject)
+    if mapping is not None:
+        from core.viz.flatmap import flatmap_png
+
+        return flatmap_png(values, mapping, vmin=vmin, vmax=vmax, cmap=cmap, threshold=threshold,
+                           title=title, with_rois=True, colorbar_label=label)
+    space = dataset.surface_space(subject)
+    if space is None:
+        return None
+    from core.viz.surface import surface_map_png
+
+    shown = np.asarray(values, dtype=np.float64)
+    if threshold is not None:
+        shown = np.where(shown >= threshold, shown, np.nan)
+    return surface_map_png(shown, space, view=view, cmap=cmap, vmin=vmin, vmax=vmax,
+                           rois=dataset.rois(subject), title=title)
 
 
 def score_flatmap(dataset, subject: str, result_dir: Path, layer: str, metric: str,
                   threshold: float, title: str = "") -> Optional[bytes]:
-    """PNG bytes of ``metric`` at ``layer`` on the flatmap (values below ``threshold`` hidden), or
+    """PNG bytes of ``metric`` at ``layer`` on the cortex (values below ``threshold`` hidden), or
     None when the subject has no cortex mapping."""
-    from core.viz.flatmap import flatmap_png
-
-    mapping = dataset.surface(subject)
-    if mapping is None:
-        return None
     values = scores(result_dir, layer, metric)
     vmin, vmax = color_range(values)
-    return flatmap_png(values, mapping, vmin=vmin, vmax=vmax, cmap=SCORE_CMAP, threshold=threshold,
-                       title=title, with_rois=True, colorbar_label=metric)
+    return map_png(dataset, subject, values, vmin=vmin, vmax=vmax, cmap=SCORE_CMAP, title=title,
+                   label=metric, threshold=threshold)
+
+
+def difference_png(dataset, subject: str, delta: np.ndarray, title: str = "", label: str = "Δ") -> Optional[bytes]:
+    """A difference map: diverging colours centred at 0 (symmetric range, the 99th percentile of |Δ|)."""
+    finite = np.abs(np.asarray(delta, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    m = float(np.percentile(finite, 99)) if finite.size else 1.0
+    m = m if m > 0 else 1.0
+    return map_png(dataset, subject, delta, vmin=-m, vmax=m, cmap=DIFF_CMAP, title=title, label=label)
 
 
 def export_viewer(dataset, subject: str, result_dir: Path, layer: str, metric: str,

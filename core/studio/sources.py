@@ -11,6 +11,7 @@ from core.errors import ConfigError
 from core.progress import ProgressFn
 
 DEMO_SPEC = "demo"
+DEMO_GROUP_SPEC = "demo-group"  #: several simulated participants on fsaverage5 (issue 12)
 
 
 # -- data specs ---------------------------------------------------------------------------------
@@ -20,15 +21,38 @@ def data_spec(choice: str, path: str = "") -> str:
 
     A typed value that already is a spec (``ds003020:…``, ``demo``) is kept as is.
     """
-    if choice == DEMO_SPEC:
-        return DEMO_SPEC
+    if choice in (DEMO_SPEC, DEMO_GROUP_SPEC):
+        return choice
     path = (path or "").strip()
     if not path:
-        raise ConfigError("type the path of a dataset folder in the ds003020 layout "
-                          "(the folder holding stimuli/ and derivative/)")
-    if path == DEMO_SPEC or path.startswith(("ds003020:", "demo:")):
+        raise ConfigError("type the path of a dataset folder: ds003020 layout (the folder holding stimuli/ "
+                          "and derivative/) or Narratives layout (the folder holding participants.tsv)")
+    if path in (DEMO_SPEC, DEMO_GROUP_SPEC):
         return path
-    return f"ds003020:{path}"
+    prefix, sep, rest = path.partition(":")
+    if sep and prefix in ("ds003020", "narratives"):
+        return f"{prefix}:{allowed_path(rest)}"
+    folder = allowed_path(path)
+    kind = "narratives" if (folder / "participants.tsv").exists() and not (folder / "derivative").exists() \
+        else "ds003020"
+    return f"{kind}:{folder}"
+
+
+def allowed_path(path: str) -> Path:
+    """``path`` resolved (``~`` expanded, symlinks followed) if it lies under one of the app's
+    allowed roots (``core.settings``: ``BTS_ALLOWED_ROOTS``, default the home folder and the cache);
+    ConfigError otherwise — typed paths never reach the rest of the file system."""
+    from core.settings import ALLOWED_ENV, get_settings
+
+    text = str(path).strip()
+    if not text or "\x00" in text:
+        raise ConfigError(f"{text!r} is not a folder path; type an absolute path such as ~/data/ds003020")
+    resolved = Path(text).expanduser().resolve()
+    roots = get_settings().allowed_roots
+    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        raise ConfigError(f"{resolved} is outside the folders this app may open ({', '.join(map(str, roots))}); "
+                          f"move the data there or set {ALLOWED_ENV} before starting the app")
+    return resolved
 
 
 def demo_ready() -> bool:
@@ -79,19 +103,23 @@ def source_catalog() -> list:
     out += [{"spec": f"random:{f}", "label": f"{f}, random init (untrained baseline)", "group": "model"}
             for f in RANDOM_FAMILIES]
     if "ckpt" in PREFIXES:
-        out += [{"spec": f"ckpt:{d}", "label": f"tuned: {d.name}", "group": "checkpoint"}
+        out += [{"spec": f"ckpt:{d}", "label": f"tuned: {d.parent.name if d.name == 'tune' else d.name}",
+                 "group": "checkpoint"}
                 for d in find_checkpoints()]
     return out
 
 
 def find_checkpoints() -> list:
-    """Run folders in the cache holding an exported brain-tuned checkpoint (``<run>/export/``)."""
+    """Tuning run folders in the cache holding an exported brain-tuned checkpoint: ``<run>/export/``,
+    or ``<job>/tune/export/`` for the app's tune jobs (the ``tune/`` folder is the run)."""
     from core.settings import get_settings
 
     root = get_settings().runs_root
     if not root.is_dir():
         return []
-    return sorted(d for d in root.iterdir() if (d / "export").is_dir())
+    found = [d for d in root.iterdir() if (d / "export").is_dir()]
+    found += [d / "tune" for d in root.iterdir() if (d / "tune" / "export").is_dir()]
+    return sorted(found)
 
 
 @lru_cache(maxsize=32)

@@ -203,3 +203,45 @@ def type_score_chart(table: pd.DataFrame, colors: dict, metric_label: str = "mea
             x=alt.X("type:N", sort=list(colors), title="planted voxel type"),
             y=alt.Y("value:Q", title=metric_label), color=_type_color(colors), tooltip=tooltip)
     return chart.properties(height=200)
+
+
+def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame) -> alt.Chart:
+    """Training loss per optimiser step (line) and per-epoch train / validation loss (points, right).
+
+    ``steps``: ``step, loss, epoch``; ``epochs``: ``epoch, split, loss`` (``core.studio.runs.loss_curves``).
+    """
+    s = _check_table(steps, ["step", "loss"], ["step"], "loss per step")
+    left = _base(s, "training loss per step").mark_line().encode(
+        x=alt.X("step:Q", title="optimiser step"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+        tooltip=["step", "epoch", alt.Tooltip("loss:Q", format=".4f")])
+    if epochs is None or epochs.empty:
+        return left
+    e = _check_table(epochs, ["epoch", "split", "loss"], ["epoch", "split"], "loss per epoch")
+    right = _base(e, "loss per epoch").mark_line(point=True).encode(
+        x=alt.X("epoch:O", title="epoch"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("split:N", title=None), tooltip=["epoch", "split", alt.Tooltip("loss:Q", format=".4f")])
+    return alt.hconcat(left, right)
+
+
+def preference_chart(table: pd.DataFrame) -> alt.Chart:
+    """Semantic-vs-phonetic preference per layer with its confidence interval (error bars), 0 line.
+
+    ``table``: ``layer, depth, preference, ci_lo, ci_hi`` (``core.studio.analyses.preference_table``)."""
+    data = _check_table(table, ["depth", "preference", "ci_lo", "ci_hi"], ["depth"], "preference per layer")
+    base = alt.Chart(data).encode(x=alt.X("depth:Q", title="layer (depth)", axis=alt.Axis(tickMinStep=1)))
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("preference:Q", title="preference (semantic r − phonetic r)"),
+        tooltip=["layer", alt.Tooltip("preference:Q", format=".3f"), alt.Tooltip("ci_lo:Q", format=".3f"),
+                 alt.Tooltip("ci_hi:Q", format=".3f")])
+    bars = base.mark_errorbar().encode(y=alt.Y("ci_lo:Q"), y2="ci_hi:Q")
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="y:Q")
+    return alt.layer(bars, line, zero)
+
+
+def probe_chart(table: pd.DataFrame) -> alt.Chart:
+    """Probe F1 per layer, with the shuffled-label control. ``table``: ``layer, depth, probe, f1``."""
+    data = _check_table(table, ["depth", "probe", "f1"], ["depth", "probe"], "probe F1 per layer")
+    return alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("depth:Q", title="layer (depth)", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("f1:Q", title="F1 (micro)"), strokeDash=alt.StrokeDash("probe:N", title=None),
+        tooltip=["layer", "probe", alt.Tooltip("f1:Q", format=".3f")])
