@@ -67,19 +67,24 @@ def _sidebar() -> Context:
     """Draw the pickers; return the context the pages read."""
     sb = st.sidebar
     sb.title("Brain-tuning Studio")
-    choice = _kept(sb.radio, "data_choice", "Dataset", ["demo", "folder"], horizontal=True,
-                   format_func={"demo": "Demo brain", "folder": "ds003020 folder"}.get)
+    choice = _kept(sb.radio, "data_choice", "Dataset", ["demo", "demo-group", "folder"], horizontal=True,
+                   format_func={"demo": "Demo brain", "demo-group": "Demo group", "folder": "Folder"}.get,
+                   help="Demo brain: one simulated subject (pycortex S1 volumes). Demo group: six simulated "
+                        "participants on the fsaverage5 surface. Folder: a ds003020 or Narratives download")
     path = ""
     if choice == "folder":
         path = _kept(sb.text_input, "data_path", "Dataset folder", placeholder="/data/ds003020",
-                     help="The folder holding stimuli/ and derivative/ (OpenNeuro ds003020 layout)")
+                     help="ds003020 layout (the folder holding stimuli/ and derivative/) or Narratives "
+                          "layout (the folder holding participants.tsv); it must lie under the app's "
+                          "allowed folders (BTS_ALLOWED_ROOTS; default your home folder and the cache)")
     try:
         spec = studio.data_spec(choice, path)
     except StudioError as err:
         sb.warning(str(err))
         return Context(data="", error=str(err))
     ctx = Context(data=spec)
-    if spec == studio.DEMO_SPEC and not studio.demo_ready():
+    if (spec == studio.DEMO_SPEC and not studio.demo_ready()) or \
+            (spec == studio.DEMO_GROUP_SPEC and not studio.group_ready()):
         ctx.error = None  # the pages show the build's progress
         return ctx
     try:
@@ -218,26 +223,33 @@ def require_dataset(ctx: Context):
     if ctx.error:
         st.error(ctx.error)
         st.stop()
-    if ctx.data == studio.DEMO_SPEC:
-        demo_build_panel()
+    if ctx.data in (studio.DEMO_SPEC, studio.DEMO_GROUP_SPEC):
+        demo_build_panel(ctx.data)
         st.stop()
     st.info("Choose a dataset in the sidebar.")
     st.stop()
 
 
-def demo_build_panel() -> None:
-    """First run: build the demo brain in the background (started automatically) with progress."""
-    st.info("First run: building the demo brain into the cache — synthesized stories, a simulated "
-            "cortex (pycortex subject S1) and its fMRI responses. This happens once.")
+def demo_build_panel(spec: str = studio.DEMO_SPEC) -> None:
+    """First run: build the demo brain (or the demo group) in the background (started
+    automatically) with progress."""
+    group = spec == studio.DEMO_GROUP_SPEC
+    if group:
+        st.info("First run: building the demo group into the cache — six simulated participants on the "
+                "fsaverage5 surface hearing the demo's stories (the demo brain is built first if needed). "
+                "This happens once.")
+    else:
+        st.info("First run: building the demo brain into the cache — synthesized stories, a simulated "
+                "cortex (pycortex subject S1) and its fMRI responses. This happens once.")
     with shown_errors():
-        status = studio.dataset_job(studio.DEMO_SPEC)
+        status = studio.dataset_job(spec)
     auto = status is None
     if status and status["state"] == "done":
-        if studio.demo_ready():
+        if studio.group_ready() if group else studio.demo_ready():
             st.rerun()
         status = None  # built once, then removed from the cache: offer to build it again
-    job_panel(status, lambda: studio.launch_dataset_build(studio.DEMO_SPEC), "the demo brain",
-              key="demo-build", estimate="about 3 minutes", auto=auto)
+    job_panel(status, lambda: studio.launch_dataset_build(spec), "the demo group" if group else "the demo brain",
+              key=f"{spec}-build", estimate="about 3 minutes", auto=auto)
 
 
 # -- jobs ---------------------------------------------------------------------------------------

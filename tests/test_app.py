@@ -166,6 +166,18 @@ def test_learn_page_walks_through_the_demo(demo_app, tiny_demo):
     assert "Compute the encodings above" in texts(at.info)
     at.selectbox(key="learn_story").select(tiny_demo.stories[1]).run()
     assert not at.exception
+    # 5 · brain-tuning: honest about cost, one click starts the tuning run in the background
+    assert "5 · Brain-tune Whisper" in texts(at.header)
+    assert "about 8 minutes" in texts(at.info)
+    from core.jobs import cancel_job
+    from core.studio import runs
+
+    at.button(key="learn-tune-tuned").click().run()
+    assert not at.exception
+    started = [r for r in runs.tune_runs("demo", "S1") if r["model"] == "bundled:whisper-tiny.en"]
+    assert len(started) == 1 and started[0]["control"] == "" and started[0]["preset"] == "demo"
+    cancel_job(Path(started[0]["run"]))  # not run here (minutes); the Brain-tuning page tests run one
+    assert "brain-tuned" in texts(at.markdown) or runs.run_info(Path(started[0]["run"]))["state"] == "failed"
 
 
 def test_data_page_on_the_demo_draws_the_noise_ceiling(demo_app, tiny_demo):

@@ -102,6 +102,9 @@ def test_evaluation_then_compare(root, finished_run):
     table = at.dataframe[1].value
     cortex = table.set_index("region").loc["cortex"]
     assert cortex["Δ"] == pytest.approx(summary["layers"]["best"]["regions"]["cortex"]["mean_delta"])
+    gains = runs.gain_table([runs.run_info(finished_run)], regions=("cortex", "no-such-region"))
+    assert list(gains["roi"]) == ["cortex"]
+    assert gains["value"].item() == pytest.approx(summary["layers"]["best"]["regions"]["cortex"]["mean_delta"])
     at.button(key="tune_open_compare").click().run()
     assert not at.exception
     at.switch_page("pages/compare.py").run()

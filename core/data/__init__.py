@@ -12,7 +12,7 @@ from core.data.base import SAMPLE_RATE, Dataset, Events, SurfaceMapping, Surface
 from core.errors import ConfigError
 from core.progress import ProgressFn
 
-VALID_SPECS = ("demo", "ds003020:<path>")
+VALID_SPECS = ("demo", "demo-group", "ds003020:<path>", "narratives:<path>")
 
 __all__ = ["SAMPLE_RATE", "Dataset", "Events", "SurfaceMapping", "SurfaceSpace", "VoxelReport", "VALID_SPECS",
            "load_dataset"]
@@ -39,10 +39,18 @@ def load_dataset(spec: str, progress: ProgressFn = None) -> Dataset:
         from core.data.demo import open_demo
 
         return open_demo(progress=progress)
+    if spec == "demo-group":
+        from core.data.demo_group import open_group
+
+        return open_group(progress=progress)
     prefix, sep, rest = spec.partition(":")
     if prefix == "ds003020" and sep and rest.strip():
         from core.data.ds003020 import Ds003020Dataset
 
         return Ds003020Dataset(Path(rest.strip()).expanduser(), spec=spec)
+    if prefix == "narratives" and sep and rest.strip():  # path = folder holding participants.tsv
+        from core.data.narratives import NarrativesDataset
+
+        return NarrativesDataset(Path(rest.strip()).expanduser(), spec=spec)
     raise ConfigError(f"unknown data spec {spec!r}; valid specs: {', '.join(VALID_SPECS)} "
                       "(e.g. ds003020:/data/ds003020)")

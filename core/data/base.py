@@ -259,6 +259,14 @@ class Dataset:
     def n_voxels(self, subject: str) -> int:
         raise NotImplementedError
 
+    def group_responses(self, subject: str, story: Optional[str] = None):
+        """The other participants' responses to ``story`` (default: the test story) on
+        ``subject``'s columns: an iterable of ``(n_trs, n_voxels)`` float32 arrays (NaN where one
+        lacks a column), for the intersubject-correlation noise ceiling
+        (:func:`core.encoding.ceiling.subject_isc`) of subjects without repeats. None (the
+        default) when the dataset has no such group (ds003020, the demo)."""
+        return None
+
     def n_repeats(self, subject: str) -> int:
         """Number of individual repeats of the test story for ``subject``."""
         return int(self.repeats(subject).shape[0])

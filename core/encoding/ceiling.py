@@ -13,9 +13,17 @@ repeats, so ``SP = ρ̄`` and ``cc_max = sqrt(N ρ̄ / (1 + (N − 1) ρ̄))``: 
 the true signal when each repeat is signal + independent noise. ``cc_max`` is undefined (NaN) where
 ``SP`` is not positive (no reliable signal) or a repeat is constant; :func:`cc_norm` excludes those
 and small ceilings instead of dividing by (nearly) zero.
+
+Without repeats (Narratives: most participants heard a story once), the ceiling comes from
+leave-one-subject-out intersubject correlation (:func:`isc`, :func:`isc_ceiling`,
+:func:`subject_isc`): the ISC gives the shared-signal fraction ``ρ`` (:func:`isc_to_signal_power`)
+and ``cc_max = 1/sqrt(1 + (1/ρ − 1)/n)`` (:func:`ceiling_from_signal_power`) — derivation in the
+comment above :func:`isc`.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -130,3 +138,127 @@ def cc_norm(r: np.ndarray, cc_max: np.ndarray, min_cc_max: float | None = MIN_CC
     out = np.full(r.shape, np.nan)
     out[..., keep] = r[..., keep] / cc_max[keep]
     return out
+
+
+# -- ceilings without repeats: leave-one-subject-out intersubject correlation (ISC) -------------
+#
+# Model (per voxel): each participant's z-scored response to the story is y_s = √ρ·S + √(1−ρ)·e_s,
+# a shared stimulus-driven signal S (unit variance) plus independent noise, ρ the same for all.
+# The Narratives authors' ISC is leave-one-out: r_s = corr(y_s, m_s) with m_s the mean of the k
+# other participants. Then Cov(y_s, m_s) = ρ and Var(m_s) = ρ + (1 − ρ)/k, so
+#     r² = ρ² / (ρ + (1 − ρ)/k)   ⇔   ρ² − r²(1 − 1/k)·ρ − r²/k = 0,
+#     ρ = ½·[r²(1 − 1/k) + √(r⁴(1 − 1/k)² + 4r²/k)]     (k → ∞: ρ = r²; k = 1: ρ = r).
+# An encoding model can at best predict S, and is scored against the subject's own response (one
+# presentation, or the mean of n of its runs), so its ceiling is corr(S, ȳ_s) =
+#     cc_max = 1 / √(1 + (1/ρ − 1)/n)                        (n = 1: √ρ),
+# the same expression as Schoppe's with SP = ρ. It is undefined (NaN) where r ≤ 0 or ρ is below
+# MIN_SIGNAL_POWER. Assumption: equal ρ across participants (where it differs, the estimate mixes
+# the subject's and the others' reliability). Checked against simulations in tests/test_narratives.py.
+
+def _zscore_time(y: np.ndarray) -> tuple:
+    """Z-score ``(n_trs, n_voxels)`` over time in float64; returns ``(z, usable)`` where ``usable``
+    ``(n_voxels,)`` is False for columns with a non-finite value or zero variance (z = 0 there)."""
+    y = np.asarray(y, dtype=np.float64)
+    usable = np.isfinite(y).all(axis=0)
+    y = np.where(usable[None], y, 0.0)
+    sd = y.std(axis=0)
+    usable &= sd > 0
+    z = (y - y.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    z[:, ~usable] = 0.0
+    return z, usable
+
+
+def isc_to_signal_power(r: np.ndarray, n_others) -> np.ndarray:
+    """Shared-signal fraction ``ρ`` from a leave-one-out ISC ``r`` with ``n_others`` others (module
+    comment above; NaN where ``r`` ≤ 0 or is NaN, or ``n_others`` < 1). Float64, broadcast."""
+    r = np.asarray(r, dtype=np.float64)
+    k = np.asarray(n_others, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = r * r
+        b = r2 * (1.0 - 1.0 / k)
+        rho = 0.5 * (b + np.sqrt(b * b + 4.0 * r2 / k))
+    return np.where((r > 0) & (k >= 1), rho, np.nan)
+
+
+def ceiling_from_signal_power(rho: np.ndarray, n_repeats: int = 1,
+                              min_signal_power: float = MIN_SIGNAL_POWER,
+                              undefined: float = np.nan) -> np.ndarray:
+    """``cc_max = 1/√(1 + (1/ρ − 1)/n)`` for responses averaged over ``n_repeats`` presentations;
+    ``undefined`` where ``ρ`` is NaN or ≤ ``min_signal_power``. Float64."""
+    rho = np.asarray(rho, dtype=np.float64)
+    ok = np.isfinite(rho) & (rho > float(min_signal_power))
+    out = np.full(rho.shape, float(undefined))
+    out[ok] = 1.0 / np.sqrt(1.0 + (1.0 / np.minimum(rho[ok], 1.0) - 1.0) / int(n_repeats))
+    return out
+
+
+def subject_isc(own: np.ndarray, others) -> tuple:
+    """Leave-one-out ISC of one participant, streamed over the others.
+
+    Parameters
+    ----------
+    own : ``(n_trs, n_voxels)`` the participant's response (any scale; z-scored here).
+    others : iterable of ``(n_trs, n_voxels)`` arrays, the other participants' responses to the
+        same story on the same columns (NaN columns = the participant lacks that voxel). One array
+        is held at a time.
+
+    Returns
+    -------
+    ``(r, k)``: ``r`` ``(n_voxels,)`` float64 Pearson correlation of ``own`` with the mean of the
+    z-scored others (NaN where ``own`` is unusable or no other has the voxel); ``k`` ``(n_voxels,)``
+    int64, the number of others averaged per voxel.
+    """
+    z, ok = _zscore_time(own)
+    total = np.zeros_like(z)
+    k = np.zeros(z.shape[1], dtype=np.int64)
+    for y in others:
+        y = np.asarray(y)
+        if y.shape != z.shape:
+            raise DataError(f"another participant's response has shape {y.shape}, expected {z.shape}")
+        zo, oko = _zscore_time(y)
+        total += zo
+        k += oko
+    mean, mean_ok = _zscore_time(total / np.maximum(k, 1))
+    r = (z * mean).mean(axis=0)
+    r[~(ok & mean_ok & (k >= 1))] = np.nan
+    return r, k
+
+
+def isc(responses: np.ndarray) -> np.ndarray:
+    """Leave-one-subject-out ISC ``(n_subjects, n_voxels)`` float64 of ``responses``
+    ``(n_subjects, n_trs, n_voxels)`` (brainiak ``isc(pairwise=False)``; NaN-aware as in
+    :func:`subject_isc`)."""
+    resp = np.asarray(responses)
+    if resp.ndim != 3 or resp.shape[0] < 2:
+        raise DataError(f"ISC needs (n_subjects >= 2, n_trs, n_voxels) responses, got shape {resp.shape}")
+    return np.stack([subject_isc(resp[s], (resp[o] for o in range(resp.shape[0]) if o != s))[0]
+                     for s in range(resp.shape[0])])
+
+
+def isc_ceiling(responses: np.ndarray, n_repeats: int = 1) -> np.ndarray:
+    """Per-participant noise ceilings ``(n_subjects, n_voxels)`` float64 from leave-one-out ISC.
+
+    Parameters
+    ----------
+    responses : ``(n_subjects, n_trs, n_voxels)`` responses to one story (one presentation each).
+    n_repeats : presentations averaged in the response the model is scored against (1).
+
+    Returns
+    -------
+    ``cc_max`` = ``ceiling_from_signal_power(isc_to_signal_power(r, n_subjects − 1), n_repeats)``
+    (module comment above); NaN where undefined.
+    """
+    resp = np.asarray(responses)
+    r = isc(resp)
+    k = np.stack([np.isfinite(resp[[o for o in range(resp.shape[0]) if o != s]]).all(axis=1).sum(0)
+                  for s in range(resp.shape[0])])
+    return ceiling_from_signal_power(isc_to_signal_power(r, k), n_repeats)
+
+
+def fisher_mean(r: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Average correlations through Fisher's z (``tanh(mean(arctanh r))``), ignoring NaN; used to
+    pool ISCs over stories or condition groups."""
+    r = np.clip(np.asarray(r, dtype=np.float64), -0.999999, 0.999999)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.tanh(np.nanmean(np.arctanh(r), axis=axis))

@@ -161,10 +161,13 @@ def encode_subject(dataset, subject: str, source, layers: Optional[Sequence[str]
     voxels = dataset.voxel_report(subject)
     rois = dataset.rois(subject)
     groups = group_masks(rois, roi_groups, strict=roi_groups is not None)
+    repeats = dataset.repeats(subject)
+    cc_max, ceiling = choose_ceiling(dataset, subject, params, voxels.valid, repeats)
     result = fit_encoding(feats.designs(train, test, params, layers, dataset),
-                          response_matrix(dataset, subject, train), dataset.repeats(subject), params,
+                          response_matrix(dataset, subject, train), repeats, params,
                           valid=voxels.valid, rois=rois, roi_groups=groups, subject=subject,
-                          features=source.spec, progress=sub_progress(progress, 0.5, 1.0))
+                          features=source.spec, cc_max=cc_max, progress=sub_progress(progress, 0.5, 1.0))
+    result.summary["ceiling"] = ceiling
     result.summary["dropped"] = voxels.summary()
     result.summary["provenance"] = {
         "data": dataset.spec, "dataset_fingerprint": dataset.fingerprint(), **feats.provenance,
@@ -221,16 +224,70 @@ def cached_encode(dataset, subject: str, source, layers: Optional[Sequence[str]]
     return out
 
 
-def subject_ceiling(dataset, subject: str, params: EncodeParams = EncodeParams()) -> np.ndarray:
-    """cc_max ``(n_voxels,)`` float64 of ``subject``'s test repeats under ``params``' protocol (NaN
-    for dropped voxels) — the same array as an encode's ``cc_max.npy``; cached."""
+def choose_ceiling(dataset, subject: str, params: EncodeParams, valid: np.ndarray,
+                   repeats: Optional[np.ndarray] = None) -> tuple:
+    """The noise ceiling of ``subject``'s test story: from its repeats where it has ≥ 2 (Schoppe),
+    else from leave-one-subject-out ISC with the other participants who heard the story
+    (``dataset.group_responses``; derivation in ``core.encoding.ceiling``).
+
+    Parameters
+    ----------
+    valid : ``(n_voxels,)`` bool voxels to compute (others NaN). repeats : the subject's test
+        repeats ``(n_repeats, n_trs, n_voxels)`` if already loaded. Rows from ``params.test_start``.
+
+    Returns
+    -------
+    ``(cc_max (n_voxels,) float64, {"kind": "repeats"|"isc", "n": repeats or others averaged})``;
+    the ISC kind adds ``"mean_isc"`` (Fisher-z mean over the valid voxels).
+    """
+    from core.encoding.ceiling import (ceiling_from_signal_power, fisher_mean,
+                                       isc_to_signal_power, subject_isc)
     from core.encoding.fit import repeat_ceiling
+
+    rep = dataset.repeats(subject) if repeats is None else np.asarray(repeats)
+    if rep.shape[0] >= 2:
+        return repeat_ceiling(rep, params, valid), {"kind": "repeats", "n": int(rep.shape[0])}
+    others = dataset.group_responses(subject)
+    if others is None:
+        raise DataError(f"{subject} has {rep.shape[0]} repeat(s) of the test story "
+                        f"{dataset.test_story!r} and {dataset.spec} has no other participants for "
+                        "an intersubject ceiling; a noise ceiling needs >= 2 repeats")
+    valid = np.asarray(valid, dtype=bool)
+    t0 = int(params.test_start)
+    if rep.shape[1] <= t0 + 1:
+        raise DataError(f"the test story has {rep.shape[1]} response rows; the {params.protocol} "
+                        f"protocol scores it from row {t0} and needs more")
+    r_isc, k = subject_isc(rep.mean(axis=0)[t0:, valid], (np.asarray(o)[t0:, valid] for o in others))
+    if not k.size or k.max() < 1:
+        raise DataError(f"no other participant of {dataset.spec} shares {subject}'s voxels on "
+                        f"{dataset.test_story!r}; an intersubject ceiling is impossible")
+    cc = np.full(rep.shape[2], np.nan)
+    cc[valid] = ceiling_from_signal_power(isc_to_signal_power(r_isc, k), int(rep.shape[0]),
+                                          undefined=0.0 if params.protocol == "released" else np.nan)
+    return cc, {"kind": "isc", "n": int(k.max()), "mean_isc": round(float(fisher_mean(r_isc)), 6)}
+
+
+def subject_ceiling_info(dataset, subject: str, params: EncodeParams = EncodeParams()) -> tuple:
+    """``(cc_max, info)`` of :func:`choose_ceiling` on the subject's kept voxels (NaN for dropped
+    ones), cached by dataset fingerprint, subject and the ceiling parameters."""
     from core.store import cached_arrays
 
     def compute():
-        valid = dataset.voxel_report(subject).valid
-        return {"cc_max": repeat_ceiling(dataset.repeats(subject), params, valid)}
+        cc, info = choose_ceiling(dataset, subject, params, dataset.voxel_report(subject).valid)
+        return {"cc_max": cc, "kind": np.array(info["kind"]), "n": np.array(info["n"]),
+                "mean_isc": np.array(info.get("mean_isc", np.nan))}
 
-    key = key_hash(CODE_VERSION, "ceiling", dataset.fingerprint(), subject, params.protocol,
+    key = key_hash(CODE_VERSION, "ceiling-v2", dataset.fingerprint(), subject, params.protocol,
                    params.test_start, params.ceiling_ddof, params.ceiling_zscore)
-    return cached_arrays("ceilings", key, compute)["cc_max"]
+    arrays = cached_arrays("ceilings", key, compute)
+    info = {"kind": str(arrays["kind"]), "n": int(arrays["n"])}
+    if info["kind"] == "isc":
+        info["mean_isc"] = float(arrays["mean_isc"])
+    return arrays["cc_max"], info
+
+
+def subject_ceiling(dataset, subject: str, params: EncodeParams = EncodeParams()) -> np.ndarray:
+    """cc_max ``(n_voxels,)`` float64 of ``subject``'s test story under ``params``' protocol (NaN
+    for dropped voxels): from its repeats, or intersubject correlation where it has fewer than 2
+    (:func:`choose_ceiling`) — the same array as an encode's ``cc_max.npy``; cached."""
+    return subject_ceiling_info(dataset, subject, params)[0]

@@ -36,9 +36,10 @@ def read_run(run_dir: Path) -> dict:
     return info
 
 
-def planted_regions(dataset) -> dict:
-    """``{"planted:<type>": mask}`` of the demo's planted voxel types (empty for real data)."""
-    gt = dataset.ground_truth()
+def planted_regions(dataset, subject: Optional[str] = None) -> dict:
+    """``{"planted:<type>": mask}`` of the simulated planted voxel types (of ``subject`` where
+    participants differ, ``demo-group``; empty for real data)."""
+    gt = dataset.ground_truth(subject)
     if gt is None:
         return {}
     vt = np.asarray(gt["voxel_type"])
@@ -51,7 +52,7 @@ def regions_of(dataset, subject: str) -> dict:
     from core.data.roi_groups import group_masks
 
     rois = dataset.rois(subject)
-    return {**rois, **{g: v["mask"] for g, v in group_masks(rois).items()}, **planted_regions(dataset)}
+    return {**rois, **{g: v["mask"] for g, v in group_masks(rois).items()}, **planted_regions(dataset, subject)}
 
 
 def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm") -> dict:

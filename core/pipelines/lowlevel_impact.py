@@ -149,7 +149,7 @@ def _compute(dataset, subject, source, layers, removed, params, roi_groups, alph
                        response_matrix(dataset, subject, train), dataset.repeats(subject), params,
                        valid=voxels.valid, rois=rois, roi_groups=groups, subject=subject,
                        features=resid_fs.spec, progress=sub_progress(progress, 0.7, 0.98))
-    planted = planted_regions(dataset)
+    planted = planted_regions(dataset, subject)
     table = {}
     with atomic_dir(final, replace=False) as tmp:
         for layer in layers:

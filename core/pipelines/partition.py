@@ -141,7 +141,7 @@ def compute_partition(dataset, subject: str, spaces: Sequence[str], params: Enco
         "roi_groups": {g: {**row, "members": list(groups[g]["members"])}
                        for g, row in _region_means(table_arrays, {g: v["mask"] for g, v in groups.items()}).items()},
     }
-    planted = planted_regions(dataset)
+    planted = planted_regions(dataset, subject)
     if planted:
         summary["planted"] = _region_means(table_arrays, planted)
     summary["provenance"] = {

@@ -91,7 +91,7 @@ def _regions(dataset, subject: str, roi_groups: Optional[Mapping]) -> tuple:
     rois = dataset.rois(subject)
     groups = group_masks(rois, roi_groups, strict=roi_groups is not None)
     regions = {"roi": rois, "roi_groups": {g: v["mask"] for g, v in groups.items()}}
-    planted = planted_regions(dataset)
+    planted = planted_regions(dataset, subject)
     if planted:
         regions["planted"] = planted
     return regions, {g: v["members"] for g, v in groups.items()}

@@ -16,6 +16,6 @@ from core.studio.results import (DIFF_CMAP, METRICS, SCORE_CMAP, color_range, di
                                  viewer_zip, voxel_table)
 from core.studio.sources import (DEMO_GROUP_SPEC, DEMO_SPEC, PROTOCOLS, allowed_path, cached_result, cli_describe_command, cli_encode_command,
                                  data_spec, dataset_job, delay_seconds, demo_ready, encode_dir,
-                                 encode_job, encode_layers, encode_note, find_checkpoints,
+                                 encode_job, encode_layers, encode_note, find_checkpoints, group_ready,
                                  is_model_spec, launch_dataset_build, launch_encode, open_dataset,
                                  resolve, source_catalog)

@@ -92,15 +92,11 @@ def noise_ceiling(dataset, subject: str, protocol: str = "project") -> np.ndarra
 
 
 def ceiling_flatmap(dataset, subject: str) -> Optional[bytes]:
-    """PNG of the noise ceiling on the flatmap, or None without a cortex mapping."""
-    from core.viz.flatmap import flatmap_png
+    """PNG of the noise ceiling on the cortex (flatmap or fsaverage map), or None without a mapping."""
+    from core.studio.results import map_png
 
-    mapping = dataset.surface(subject)
-    if mapping is None:
-        return None
-    return flatmap_png(noise_ceiling(dataset, subject), mapping, vmin=0.0, vmax=1.0, cmap="viridis",
-                       threshold=None, title=f"{subject} noise ceiling", with_rois=True,
-                       colorbar_label="cc_max")
+    return map_png(dataset, subject, noise_ceiling(dataset, subject), vmin=0.0, vmax=1.0, cmap="viridis",
+                   title=f"{subject} noise ceiling", label="cc_max")
 
 
 def top_voxels(dataset, subject: str, n: int = 3) -> list:
@@ -112,9 +108,10 @@ def top_voxels(dataset, subject: str, n: int = 3) -> list:
 
 # -- learn page ---------------------------------------------------------------------------------
 
-def _planted(dataset) -> Optional[tuple]:
-    """``(type_names list, voxel_type (n_voxels,) int codes)`` of the demo's truth; None for real data."""
-    gt = dataset.ground_truth()
+def _planted(dataset, subject: Optional[str] = None) -> Optional[tuple]:
+    """``(type_names list, voxel_type (n_voxels,) int codes)`` of the simulated truth (of ``subject``
+    where participants differ, ``demo-group``); None for real data."""
+    gt = dataset.ground_truth(subject)
     if gt is None:
         return None
     return [str(n) for n in gt["type_names"]], np.asarray(gt["voxel_type"])
@@ -123,7 +120,7 @@ def _planted(dataset) -> Optional[tuple]:
 def ground_truth_counts(dataset, subject: str) -> Optional[pd.DataFrame]:
     """Planted voxels per ROI and type (demo only): ``roi, type, n_voxels, share`` for the ROIs
     holding planted voxels (``share`` = fraction of the ROI's voxels); None for real data."""
-    planted = _planted(dataset)
+    planted = _planted(dataset, subject)
     if planted is None:
         return None
     names, vt = planted
@@ -138,19 +135,19 @@ def ground_truth_counts(dataset, subject: str) -> Optional[pd.DataFrame]:
 
 
 def ground_truth_flatmap(dataset, subject: str) -> Optional[bytes]:
-    """PNG of the planted voxel types (none / acoustic / semantic / mixed) on the flatmap."""
-    from core.viz.flatmap import flatmap_png
+    """PNG of the planted voxel types (none / acoustic / semantic / mixed) on the cortex."""
+    from core.studio.results import map_png
 
-    planted, mapping = _planted(dataset), dataset.surface(subject)
-    if planted is None or mapping is None:
+    planted = _planted(dataset, subject)
+    if planted is None:
         return None
     names, codes = planted
     vt = codes.astype(np.float32)
     vt[vt == 0] = np.nan
     names = names[1:]
-    return flatmap_png(vt, mapping, vmin=0.5, vmax=len(names) + 0.5, cmap=_types_cmap(), threshold=None,
-                       title="planted voxel types (" + ", ".join(f"{i + 1} {n}" for i, n in enumerate(names)) + ")",
-                       with_rois=True, colorbar_label="planted type")
+    return map_png(dataset, subject, vt, vmin=0.5, vmax=len(names) + 0.5, cmap=_types_cmap(),
+                   title="planted voxel types (" + ", ".join(f"{i + 1} {n}" for i, n in enumerate(names)) + ")",
+                   label="planted type")
 
 
 TYPE_COLORS = {"acoustic": "#f58518", "semantic": "#4c78a8", "mixed": "#b279a2"}  #: chart colours
@@ -168,13 +165,14 @@ def _types_cmap() -> str:
     return name
 
 
-def scores_by_type(dataset, result_dir: Path, metric: str = "cc_norm") -> Optional[pd.DataFrame]:
+def scores_by_type(dataset, result_dir: Path, metric: str = "cc_norm", subject: Optional[str] = None) -> Optional[pd.DataFrame]:
     """Mean ``metric`` per planted voxel type and layer (demo): ``layer, depth, type, value``.
 
     The check of the whole method on the demo: an acoustic space should score on acoustic voxels,
-    a semantic one on semantic voxels. None for real data (no ground truth).
+    a semantic one on semantic voxels. None for real data (no ground truth). ``subject``: the
+    result's subject (default: read from the result).
     """
-    planted = _planted(dataset)
+    planted = _planted(dataset, subject or summary(result_dir).get("subject"))
     if planted is None:
         return None
     names, vt = planted

@@ -269,3 +269,35 @@ def cli_tune_command(info: dict) -> str:
     if info.get("control"):
         cmd += ["--control", info["control"]]
     return shlex.join(cmd) + "\npython -m core evaluate-run RUN_DIR"
+
+
+# -- the Learn page's view of several runs ---------------------------------------------------------
+
+LEARN_REGIONS = ("planted:semantic", "planted:acoustic", "semantic", "auditory")  #: demo truth first
+
+
+def run_label(info: dict) -> str:
+    """``whisper-tiny.en · tuned · seed 0`` / ``… · random-story control · seed 1``."""
+    model = (info.get("model") or "?").split(":")[-1]
+    kind = f"{info['control']} control" if info.get("control") else "brain-tuned"
+    lora = " · LoRA" if (info.get("params") or {}).get("lora") else ""
+    return f"{model} · {kind}{lora} · seed {(info.get('params') or {}).get('seed', 0)}"
+
+
+def gain_table(infos: list, regions=LEARN_REGIONS, layer: str = "best") -> pd.DataFrame:
+    """Mean Δ cc_norm (tuned − pretrained) per region for each evaluated run, in
+    :func:`core.viz.charts.roi_bar_chart`'s format (``roi``, ``group`` = run label, ``value``,
+    ``n_voxels``); plus ``pretrained``, ``tuned`` means and ``wilcoxon_p``."""
+    rows = []
+    for info in infos:
+        summary = evaluation(Path(info["run"]))
+        if summary is None:
+            continue
+        table = summary["layers"].get(layer, {}).get("regions", {})
+        for region in regions:
+            v = table.get(region)
+            if v is not None:
+                rows.append({"roi": region, "group": run_label(info), "value": v["mean_delta"],
+                             "pretrained": v["mean_a"], "tuned": v["mean_b"], "wilcoxon_p": v["wilcoxon_p"],
+                             "n_voxels": v["n_voxels"]})
+    return pd.DataFrame(rows, columns=["roi", "group", "value", "pretrained", "tuned", "wilcoxon_p", "n_voxels"])

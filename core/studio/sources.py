@@ -62,6 +62,16 @@ def demo_ready() -> bool:
     return demo_is_built()
 
 
+def group_ready() -> bool:
+    """Whether the demo group (``demo-group``) is built in the cache (else its first use builds it:
+    the demo first if needed, then the participants — run it as a background job)."""
+    from core.data.demo_group import GroupConfig
+    from core.data.demo_group.dataset import group_root_for, needs_build
+
+    config = GroupConfig()
+    return demo_ready() and not needs_build(group_root_for(config), config)
+
+
 def open_dataset(spec: str, progress: ProgressFn = None):
     """``core.data.load_dataset(spec)`` (DataError / ConfigError with a one-line message)."""
     from core.data import load_dataset
