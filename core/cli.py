@@ -146,9 +146,23 @@ def _cmd_encode(args) -> int:
     from core.pipelines.encode import encode
 
     params, groups = encode_params_of(args), roi_groups_of(args)
+    group = args.subject.strip() == "all" or "," in args.subject
+    if not group and (args.n_jobs is not None or args.backend != "loky" or args.scheduler):
+        from core.errors import ConfigError
+
+        raise ConfigError(f"--n-jobs, --backend and --scheduler fan out over subjects: give --subject all "
+                          f"or S1,S2,… (not just {args.subject})")
     with _tqdm_progress("encode", not args.quiet) as progress:
         ds = load_dataset(args.data, progress=progress)
         source, layers = _resolve_features(args)
+        if group:
+            from core.pipelines.group import encode_group
+
+            summary = encode_group(ds, args.subject, source, layers, Path(args.out), params, groups,
+                                   args.n_jobs, args.backend, args.scheduler, progress)
+            print(json.dumps({k: summary[k] for k in ("subjects", "features", "layers", "participants",
+                                                      "regions", "mean_maps", "execution")}, indent=1))
+            return 0
         summary = encode(ds, args.subject, source, layers, Path(args.out), params, groups, progress)
     prov = summary["provenance"]
     out = {k: summary[k] for k in ("subject", "features", "n_voxels", "layers")}
@@ -218,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="voxelwise encoding of a feature space or model layers")
     add_study_args(e, model_args=True)
+    next(a for a in e._actions if "--subject" in a.option_strings).help = (
+        "e.g. S1 (demo), UTS01; all or S1,S2,… encodes each subject into OUT/<subject>/ and writes "
+        "OUT/group.json (per-participant table, per-ROI Wilcoxon across participants, mean map)")
+    e.add_argument("--n-jobs", dest="n_jobs", type=int,
+                   help="with --subject all|S1,S2: parallel fits (default 1; -1 = every core / cluster worker)")
+    e.add_argument("--backend", choices=("loky", "threading", "dask", "ray"), default="loky",
+                   help="joblib backend of the fan-out: loky (processes, default), threading, or a cluster: "
+                        "dask / ray with --scheduler")
+    e.add_argument("--scheduler", help="with --backend dask: the scheduler address, e.g. tcp://HOST:8786 "
+                                       "(ray: the cluster address)")
     e.set_defaults(func=_cmd_encode)
 
     t = sub.add_parser("tune", help="brain-tune a speech model on a subject's fMRI (run folder + export)")
@@ -238,10 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lora", action="store_true", help="LoRA (r 8, alpha 32, dropout 0.1 on q/k/v/out)")
     t.add_argument("--control", metavar="CONTROL",
                    help="control run: random-story | chunk-shuffle (random-fMRI: another story's or "
-                        "chunk-shuffled responses) | representation:FSPEC[#LAYER] (targets are another "
+                        "chunk-shuffled responses) | stimulus (stimulus-tuned: the model's own "
+                        "self-supervised loss on the same clips, no fMRI: wav2vec2 contrastive + diversity, "
+                        "Whisper ASR of the clips' words, HuBERT masked prediction of MFCC k-means "
+                        "clusters) | representation:FSPEC[#LAYER] (targets are another "
                         "feature space at the same TRs, e.g. representation:semantic:minilm = LM-tuned, "
                         "representation:bundled:whisper-base#layer_6 = BigSLM-tuned); validated by the "
-                        "pipeline (the stimulus control is not implemented)")
+                        "pipeline")
     t.add_argument("--head-init", dest="head_init", choices=("zeros", "random", "ridge"),
                    help="head initialisation: zeros (paper, default), random, or ridge (fitted on the "
                         "pretrained model's pooled features of the training samples)")
