@@ -174,6 +174,20 @@ def truth_png(data: str, subject: str) -> Optional[bytes]:
     return studio.ground_truth_flatmap(dataset(data), subject)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def surface_html(data: str, subject: str, result_dir: str, layer: str, metric: str, threshold: float) -> Optional[str]:
+    """Interactive nilearn 3-D view (HTML) of an encode folder on the fsaverage surface."""
+    return studio.surface_view(dataset(data), subject, Path(result_dir), layer, metric, threshold)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def group_png(folder: str, layer: str, data: str, subject: str) -> Optional[bytes]:
+    """Group mean map PNG of a group encode (ROI outlines of the standard surface discs)."""
+    from core.studio import analyses
+
+    return analyses.group_map_png(Path(folder), layer, studio.mesh_rois(dataset(data), subject))
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def difference_png(data: str, subject: str, folder: str, k: int, layer: str, metric: str) -> Optional[bytes]:
     """Difference map PNG of a cached comparison folder (other ``k`` − base, at ``layer``)."""

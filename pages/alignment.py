@@ -18,6 +18,44 @@ if spec is None:
 st.caption(f"`{ctx.data}` · subject **{subject}** · features **{spec}** · protocol **{ctx.protocol}** — "
            "change them in the sidebar")
 
+
+def group_section() -> None:
+    """Every participant at once (multi-subject datasets): a background group encode, then the
+    across-participant tests and, on a shared surface, the group mean map."""
+    if len(ds.subjects) < 2:
+        return
+    from core.studio import analyses
+
+    st.header("Group: every participant")
+    st.markdown(f"Encode **{spec}** for all {len(ds.subjects)} participants in parallel (joblib, "
+                f"{analyses.GROUP_JOBS} workers), then test each region across participants (Wilcoxon "
+                "signed-rank of the per-participant region means against 0) and, on a shared surface, "
+                "average the maps.")
+    gparams = analyses.params_for("encode-group", ctx.data, subject, spec, ctx.protocol)
+    with _ui.shown_errors(stop=False):
+        gfolder = analyses.result("encode-group", gparams)
+        if gfolder is None:
+            _ui.job_panel(analyses.job("encode-group", gparams), lambda: analyses.launch("encode-group", gparams),
+                          f"the group encoding of {spec}", key=f"group-{spec}-{ctx.protocol}")
+    if gfolder is not None:
+        glayers = analyses.group_layers(gfolder)
+        glayer = st.selectbox("Layer", glayers, key=f"group_layer-{spec}",
+                              help="best = each participant's own best layer (no common map)") \
+            if len(glayers) > 1 else glayers[0]
+        people, regions = analyses.group_tables(gfolder, glayer)
+        if glayer != "best":
+            with _ui.shown_errors(stop=False):
+                png = _ui.group_png(str(gfolder), glayer, ctx.data, subject)
+                if png is not None:
+                    st.image(png, caption=f"mean cc_norm over participants · {glayer} (fsaverage5)")
+        left, right = st.columns(2)
+        left.caption("Across participants")
+        left.dataframe(regions, hide_index=True)
+        right.caption("Per participant (region means of cc_norm)")
+        right.dataframe(people, hide_index=True)
+    _ui.cli_hint(analyses.cli_command("encode-group", gparams))
+
+
 with _ui.shown_errors(), _ui.model_lookup(spec):
     result = studio.cached_result(ds, subject, spec, ctx.protocol)
     cli = studio.cli_encode_command(ctx.data, subject, spec, protocol=ctx.protocol)
@@ -28,6 +66,7 @@ if result is None:
         _ui.encode_launcher(ds, subject, spec, f"the encoding of {spec}", key=f"enc-{spec}-{ctx.protocol}",
                             protocol=ctx.protocol)
     _ui.cli_hint(cli)
+    group_section()
     st.stop()
 
 with _ui.shown_errors():
@@ -93,7 +132,7 @@ with d3:
 with d4:
     viewers = st.session_state.setdefault("webgl_dirs", {})
     view_key = (str(result), layer, metric, float(threshold))
-    if studio.flatmap_available(ds, subject) and st.button("Export WebGL viewer", key="webgl"):
+    if studio.webgl_available(ds, subject) and st.button("Export WebGL viewer", key="webgl"):
         with st.spinner("Writing the static WebGL viewer…"), _ui.shown_errors(stop=False):
             out = studio.export_viewer(ds, subject, result, layer, metric, float(threshold))
             viewers[view_key] = str(out)
@@ -103,9 +142,18 @@ with d4:
         st.download_button("Viewer (zip)", file_name=f"{stem}_webgl.zip", mime="application/zip",
                            data=lambda: studio.viewer_zip(out))
 
+if ds.surface_space(subject) is not None:
+    if st.toggle("Interactive 3-D view (inflated fsaverage5; drag to rotate)", key="align_3d"):
+        with st.spinner("Building the 3-D view…"), _ui.shown_errors(stop=False):
+            html = _ui.surface_html(ctx.data, subject, str(result), layer, metric, float(threshold))
+            st.iframe(html, height=620)  # our own nilearn HTML (no user content in it)
+            st.download_button("3-D view (HTML)", html, file_name=f"{stem}_3d.html", mime="text/html")
+
 with st.expander("Layer, ROI and ROI-group tables"):
     st.dataframe(studio.layer_table(result), hide_index=True)
     st.dataframe(rois_summary, hide_index=True)
     st.caption("ROI groups (union of their ROIs; n_voxels = voxels with a cc_norm)")
     st.dataframe(studio.group_table(result, layer), hide_index=True)
 _ui.cli_hint(cli)
+
+group_section()

@@ -215,3 +215,29 @@ def test_probe_uploads_are_checked_and_unpacked_safely():
     ]:
         with pytest.raises(ConfigError, match=match):
             unpack_probe_zip(name, data)
+
+
+def test_alignment_page_group_section_fans_out_over_participants(root):
+    from core.jobs import wait_job
+    from core.studio import analyses
+
+    at = app(root, "pages/alignment.py", source="lowlevel:wordrate")
+    assert "Group: every participant" in texts(at.header)
+    label = "Compute the group encoding of lowlevel:wordrate"
+    assert any(b.label == label for b in at.button)
+    params = analyses.params_for("encode-group", f"ds003020:{root}", "UTS01", "lowlevel:wordrate")
+    run = analyses.launch("encode-group", params)
+    assert wait_job(run, timeout=300)["state"] == "done", (run / "log.txt").read_text()[-2000:]
+    folder = analyses.result("encode-group", params)
+    group = json.loads((folder / "group.json").read_text())
+    assert sorted(group["participants"]) == ["UTS01", "UTS02"]
+    at = app(root, "pages/alignment.py", source="lowlevel:wordrate")
+    frames = [d.value for d in at.dataframe]
+    assert any("Wilcoxon p" in f.columns for f in frames), (texts(at.error), [list(f.columns) for f in frames], texts(at.markdown)[-500:])
+    regions = next(f for f in frames if "Wilcoxon p" in f.columns).set_index("region")
+    assert regions.loc["cortex", "n_subjects"] == 2
+    assert regions.loc["cortex", "Wilcoxon p"] == pytest.approx(group["regions"]["wordrate"]["cortex"]["wilcoxon_p"],
+                                                                nan_ok=True)
+    people = next(f for f in frames if "participant" in f.columns)
+    assert list(people["participant"]) == ["UTS01", "UTS02"]
+    assert "--subject all --features lowlevel:wordrate --n-jobs 2" in texts(at.code)

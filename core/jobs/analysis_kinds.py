@@ -14,6 +14,10 @@
   test predictions) or ``{"result": ENCODE_DIR}`` (an encode holding them) → ``<run dir>/result``
   (``python -m core significance``).
 
+- ``"encode-group"``: ``{"data", "subjects": "all" | [S, …], "source", "layers", "protocol", "n_jobs"}`` →
+  ``<run dir>/result`` (``python -m core encode --subject all --n-jobs N``): every participant
+  fitted in parallel (joblib) plus ``group.json`` and the group mean maps.
+
 All are heavy (they hold the device slot: an analysis and a tuning run never fight for the cores).
 The job's identity is a hash of its params (``core.jobs.kinds.job_key``), so the same request joins
 the same run folder and a finished one is its cache.
@@ -112,7 +116,20 @@ def run_significance(params: dict, progress: ProgressFn = None) -> str:
     return str(out)
 
 
+def run_encode_group(params: dict, progress: ProgressFn = None) -> str:
+    from core.features import source_for
+    from core.pipelines.group import encode_group
+
+    ds = _dataset(params, progress)
+    out = _out()
+    encode_group(ds, params.get("subjects") or "all", source_for(params["source"], params["data"]),
+                 params.get("layers") or None, out, _params(params), n_jobs=params.get("n_jobs"),
+                 progress=sub_progress(progress, 0.03, 1.0))
+    return str(out)
+
+
 ANALYSIS_KINDS = {
+    "encode-group": run_encode_group,
     "evaluate": run_evaluate,
     "partition": run_partition,
     "lowlevel-impact": run_lowlevel_impact,

@@ -11,9 +11,9 @@ from core.studio.explore import (TYPE_COLORS, best_layer, ceiling_flatmap, groun
                                  scores_by_type, story_table, top_voxels, transcript, voxel_counts,
                                  words_per_tr)
 from core.studio.results import (DIFF_CMAP, METRICS, SCORE_CMAP, color_range, difference_png, export_viewer,
-                                 flatmap_available, group_table, layer_names, layer_roi_table, layer_table, map_png,
-                                 result_badge, roi_chart_table, roi_table, score_flatmap, scores, summary, top_rois,
-                                 viewer_zip, voxel_table)
+                                 flatmap_available, group_table, layer_names, layer_roi_table, layer_table, map_png, mesh_rois,
+                                 result_badge, roi_chart_table, roi_table, score_flatmap, scores, summary, surface_view, top_rois,
+                                 viewer_zip, voxel_table, webgl_available)
 from core.studio.sources import (DEMO_GROUP_SPEC, DEMO_SPEC, PROTOCOLS, allowed_path, cached_result, cli_describe_command, cli_encode_command,
                                  data_spec, dataset_job, delay_seconds, demo_ready, encode_dir,
                                  encode_job, encode_layers, encode_note, find_checkpoints, group_ready,

@@ -27,6 +27,7 @@ ANALYSES = {
     "probe": "Downstream probes — linear-probe F1 per layer on a labelled task, with a "
              "shuffled-label control (paper evaluation 3)",
 }
+GROUP_JOBS = 2  #: parallel fits of the app's group encode (this machine's 2 cores; CLI: --n-jobs)
 DEFAULT_REMOVE = ("lowlevel:powspec", "lowlevel:diphones", "lowlevel:triphones", "lowlevel:articulation")
 DEMO_TASKS = ("demo:word-identity", "demo:phonemes", "demo:sentence-type")
 
@@ -48,6 +49,9 @@ def params_for(kind: str, data: str, subject: str, source: str, protocol: str = 
         return {"data": data, "subject": subject, "source": source, "layers": None, "protocol": protocol}
     if kind == "preference":
         return {"data": data, "source": source, "layers": None}
+    if kind == "encode-group":
+        return {"data": data, "subjects": "all", "source": source, "layers": None, "protocol": protocol,
+                "n_jobs": GROUP_JOBS}
     if kind == "probe":
         if not task:
             raise ConfigError("choose a probe task (demo:… or folder:<path>)")
@@ -72,11 +76,12 @@ def launch(kind: str, params: dict) -> Path:
 
 
 def result(kind: str, params: dict) -> Optional[Path]:
-    """The finished analysis folder (holding ``summary.json``), None before it exists."""
+    """The finished analysis folder (holding ``summary.json``; ``group.json`` for a group encode),
+    None before it exists."""
     status = job(kind, params)
     if status and status["state"] == "done" and status.get("result"):
         folder = Path(status["result"])
-        if (folder / "summary.json").exists():
+        if (folder / ("group.json" if kind == "encode-group" else "summary.json")).exists():
             return folder
     return None
 
@@ -151,8 +156,67 @@ def probe_table(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["layer", "depth", "probe", "f1"])
 
 
+def group_tables(folder: Path, layer: str = "best") -> tuple:
+    """``(participants, regions)`` of a group encode: per participant × region mean cc_norm at
+    ``layer`` (``best`` = each participant's best layer; offered when there are several layers),
+    and per region the across-participant
+    mean, n, participants above 0 and Wilcoxon p (with the smallest attainable p)."""
+    g = json.loads((Path(folder) / "group.json").read_text())
+    rows = []
+    for subject, v in g["participants"].items():
+        name = v["best_layer"] if layer == "best" else layer
+        cell = v["layers"][name]
+        rows.append({"participant": subject, "layer": name, "mean_cc_norm": cell["mean_cc_norm"],
+                     **{f"{k}": x for k, x in cell.get("roi_groups", {}).items()}})
+    regions = [{"region": k, "mean": r["mean"], "n_subjects": r["n_subjects"], "n_positive": r["n_positive"],
+                "Wilcoxon p": r["wilcoxon_p"], "min possible p": r["min_possible_p"]}
+               for k, r in g["regions"].get(layer, {}).items()]
+    return pd.DataFrame(rows), pd.DataFrame(regions)
+
+
+def group_layers(folder: Path) -> list:
+    """Layers of a group encode (``best`` — each participant's best layer — first when there are
+    several)."""
+    layers = json.loads((Path(folder) / "group.json").read_text())["layers"]
+    return ["best", *layers] if len(layers) > 1 else list(layers)
+
+
+def group_mean_map(folder: Path, layer: str) -> Optional[tuple]:
+    """``(mean, SurfaceSpace over every mesh vertex)`` of the group mean cc_norm map at ``layer``,
+    or None when the participants share no mesh (volumes)."""
+    from core.data.base import SurfaceSpace
+
+    g = json.loads((Path(folder) / "group.json").read_text())
+    maps = g.get("mean_maps")
+    if not maps or layer not in maps["files"]:
+        return None
+    mean = np.load(Path(folder) / maps["files"][layer][0]).astype(np.float64)
+    space = SurfaceSpace(maps["mesh"], np.arange(mean.size), mean.size // 2)
+    return mean, space
+
+
+def group_map_png(folder: Path, layer: str, rois: Optional[dict] = None) -> Optional[bytes]:
+    """PNG of the group mean cc_norm map at ``layer`` on the shared mesh (None for volumes).
+    ``rois``: ``{name: (n_vertices,) bool}`` outlines on the full mesh."""
+    from core.studio.results import SCORE_CMAP, color_range
+    from core.viz.surface import surface_map_png
+
+    found = group_mean_map(folder, layer)
+    if found is None:
+        return None
+    mean, space = found
+    vmin, vmax = color_range(mean)
+    return surface_map_png(mean, space, view="flat", cmap=SCORE_CMAP, vmin=vmin, vmax=vmax, rois=rois,
+                           title=f"group mean cc_norm · {layer}")
+
+
 def cli_command(kind: str, params: dict) -> str:
     """The CLI call that writes the same numbers as the analysis job."""
+    if kind == "encode-group":
+        from core.studio.sources import cli_encode_command
+
+        cmd = cli_encode_command(params["data"], "all", params["source"], protocol=params.get("protocol", "project"))
+        return cmd.replace(" --out ", f" --n-jobs {params.get('n_jobs') or 1} --out ")
     cmd = ["python", "-m", "core", kind]
     if kind == "probe":
         cmd += ["--task", params["task"], "--model", params["source"]]

@@ -185,6 +185,36 @@ def difference_png(dataset, subject: str, delta: np.ndarray, title: str = "", la
     return map_png(dataset, subject, delta, vmin=-m, vmax=m, cmap=DIFF_CMAP, title=title, label=label)
 
 
+def mesh_rois(dataset, subject: str) -> Optional[dict]:
+    """The subject's ROIs as full-mesh masks ``{name: (n_vertices,) bool}`` (surface datasets; None
+    for volumes) — outlines for maps of values over every mesh vertex (group means)."""
+    space = dataset.surface_space(subject)
+    if space is None:
+        return None
+    return {k: space.to_mesh(np.asarray(m, dtype=np.float64), fill=0.0) > 0
+            for k, m in dataset.rois(subject).items() if k != "cortex"}
+
+
+def webgl_available(dataset, subject: str) -> bool:
+    """Whether the static pycortex WebGL viewer can be exported (volume datasets with a pycortex-db)."""
+    return dataset.surface(subject) is not None
+
+
+def surface_view(dataset, subject: str, result_dir: Path, layer: str, metric: str,
+                 threshold: Optional[float] = None) -> Optional[str]:
+    """Self-contained interactive 3-D HTML (nilearn ``view_surf``, no network) of ``metric`` at
+    ``layer`` on the inflated fsaverage surface; None for datasets not on a standard surface."""
+    space = dataset.surface_space(subject)
+    if space is None:
+        return None
+    from core.viz.surface import surface_view_html
+
+    values = scores(result_dir, layer, metric)
+    vmin, vmax = color_range(values)
+    return surface_view_html(values, space, cmap=SCORE_CMAP, vmin=vmin, vmax=vmax,
+                             threshold=threshold or None, title=f"{layer} · {metric}")
+
+
 def export_viewer(dataset, subject: str, result_dir: Path, layer: str, metric: str,
                   threshold: Optional[float] = None) -> Path:
     """Write a static WebGL viewer of ``metric`` at ``layer`` (voxels below ``threshold`` hidden)
