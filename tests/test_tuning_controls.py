@@ -252,8 +252,10 @@ def test_cli_control_and_head_init(tmp_path, capsys):
     assert args.head_init == "ridge" and args.control == "representation:semantic:minilm"
     base = ["-q", "tune", "--data", "demo", "--subject", "S1", "--model", "random:wav2vec2-tiny",
             "--out", str(tmp_path / "x")]
-    for control, match in (("representation:nosuch:x", "unknown feature spec"), ("stimulus", "stimulus")):
-        code = main([*base, "--control", control])
+    for extra, match in ((["--control", "representation:nosuch:x"], "unknown feature spec"),
+                         (["--control", "stimulus-x"], "stimulus-x"),
+                         (["--control", "stimulus", "--head-init", "ridge"], "no")):
+        code = main([*base, *extra])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error:") and match in err and "\n" not in err
         assert not (tmp_path / "x").exists()

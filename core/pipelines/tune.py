@@ -12,7 +12,10 @@ The run folder ``out_dir`` holds ``run.json`` (data, subject, model, control —
 them), ``status.json`` (``state`` running / done / failed, with ``error``), ``metrics.jsonl``,
 ``checkpoints/`` and ``export/``, and ``summary.json`` (the returned summary) at the end.
 
-Controls: :mod:`core.tuning.controls`.
+Controls: :mod:`core.tuning.controls`. The ``stimulus`` control replaces the middle stages: no
+target selection and no responses read; :func:`core.tuning.stimulus_data.stimulus_data` (the same
+clips) → :class:`core.tuning.stimulus.StimulusModel` (the model's own objective; ``prepare`` adds
+its labels: Whisper transcript tokens, HuBERT MFCC k-means ids) → the same trainer and export.
 
 Under ``torchrun --nproc_per_node=N`` / ``accelerate launch`` every process runs this function (DDP,
 see :mod:`core.tuning.trainer`); only the main process writes ``run.json``, ``status.json``,
@@ -29,7 +32,9 @@ from typing import Optional
 
 from core.errors import ConfigError, StudioError
 from core.progress import ProgressFn, report, sub_progress
-from core.tuning.controls import REPRESENTATION, apply_control, parse_control, representation_source
+from core.tuning.controls import (REPRESENTATION, STIMULUS, apply_control, parse_control,
+                                  representation_source)
+
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` looks like a tuning run folder (run.json or status.json)."""
@@ -57,6 +62,20 @@ def _check_out(out: Path, resume: bool, run_info: dict) -> None:
                               "use the same settings or a new --out folder")
 
 
+def _stimulus_setup(ds, subject: str, model_spec: str, p, device):
+    """``(data, model, voxels, selection report, control report)`` of the stimulus control."""
+    import numpy as np
+
+    from core.tuning.stimulus import StimulusModel
+    from core.tuning.stimulus_data import stimulus_data
+
+    data = stimulus_data(ds, subject, p.delays, p.shift_s)
+    model = StimulusModel.from_spec(model_spec, device=device, seed=p.seed, whisper_input=p.whisper_input)
+    ctl = {"control": STIMULUS, "kind": STIMULUS, **model.prepare(data, ds)}
+    sel = {"criterion": None, "n_selected": 0, "note": "stimulus control: no voxel targets"}
+    return data, model, np.zeros(0, np.int64), sel, ctl
+
+
 def tune(data_spec: str, subject: str, model_spec: str, out_dir, params=None, preset: str = "demo",
          control: Optional[str] = None, resume: bool = False, progress: ProgressFn = None,
          stop_after: Optional[int] = None, device: Optional[str] = None) -> dict:
@@ -69,8 +88,10 @@ def tune(data_spec: str, subject: str, model_spec: str, out_dir, params=None, pr
     out_dir : the run folder (new, empty, or an existing run with ``resume=True``).
     params : :class:`TuneParams`, or a dict of overrides of ``preset``, or None (the preset).
     preset : ``demo`` | ``paper`` (:func:`core.tuning.params.preset`).
-    control : None, ``random-story``, ``chunk-shuffle`` or ``representation:<feature spec>[#<layer>]``
-        (:mod:`core.tuning.controls`; a representation control's targets are ``n_targets`` features).
+    control : None, ``random-story``, ``chunk-shuffle``, ``stimulus`` (the model's own
+        self-supervised loss, no voxel targets: ``n_voxels`` = ``n_targets`` = 0) or
+        ``representation:<feature spec>[#<layer>]`` (:mod:`core.tuning.controls`; a representation
+        control's targets are ``n_targets`` features).
     resume : continue the run in ``out_dir`` (same parameters).
     stop_after : end after this many epochs (interruption; None = all). device : torch device.
 
@@ -99,33 +120,46 @@ def tune(data_spec: str, subject: str, model_spec: str, out_dir, params=None, pr
     ctl_spec = parse_control(control)
     if ctl_spec is not None and ctl_spec["kind"] == REPRESENTATION:  # a bad spec/layer fails here
         representation_source(ctl_spec["spec"], ctl_spec["layer"], data_spec)
+    stimulus = ctl_spec is not None and ctl_spec["kind"] == STIMULUS
     out = Path(out_dir).expanduser()
     run_info = {"data": data_spec, "subject": subject, "model": model_spec, "control": control}
     main = is_main_process()  # one process of a distributed launch writes the run's files
     _check_out(out, resume, run_info)
     wait_for_everyone()  # every process has checked --out before the main process writes into it
-    model_info(model_spec)  # a spec that does not exist fails here, before any data is read
+    minfo = model_info(model_spec)  # a spec that does not exist fails here, before any data is read
+    if stimulus:
+        from core.tuning.stimulus import check_family
+
+        check_family(minfo.family, model_spec)
+        if p.head_init != "zeros":
+            raise ConfigError(f"head_init={p.head_init!r} does not apply to the stimulus control (it has no "
+                              "voxel head); drop --head-init")
     t0 = time.time()
     ds = load_dataset(data_spec, progress=sub_progress(progress, 0.0, 0.05))
-    voxels, sel = select_targets(ds, subject, p.targets)
-    data = TuningData.build(ds, subject, voxels, p.delays, p.shift_s)
-    ctl = apply_control(data, control, p.seed, dataset=ds, progress=sub_progress(progress, 0.05, 0.06))
+    resuming = bool(resume) and latest_checkpoint(out) is not None
+    if stimulus:
+        data, model, voxels, sel, ctl = _stimulus_setup(ds, subject, model_spec, p, device)
+        ridge = False
+    else:
+        voxels, sel = select_targets(ds, subject, p.targets)
+        data = TuningData.build(ds, subject, voxels, p.delays, p.shift_s)
+        ctl = apply_control(data, control, p.seed, dataset=ds, progress=sub_progress(progress, 0.05, 0.06))
     n_out = int(data.report["n_voxels"])  # voxels, or a representation control's feature count
     report(progress, 0.06, f"{n_out} targets ({len(voxels)} voxels selected), "
                            f"{len(data.train)} training samples")
-    ridge = p.head_init == "ridge"
-    resuming = bool(resume) and latest_checkpoint(out) is not None
-    # a ridge head is fitted after construction (zeros until then); a resumed run loads its head
-    model = BrainTuningModel.from_spec(model_spec, n_out, device=device,
-                                       head_init="zeros" if ridge else p.head_init,
-                                       seed=p.seed, whisper_input=p.whisper_input)
+    if not stimulus:
+        ridge = p.head_init == "ridge"
+        # a ridge head is fitted after construction (zeros until then); a resumed run loads its head
+        model = BrainTuningModel.from_spec(model_spec, n_out, device=device,
+                                           head_init="zeros" if ridge else p.head_init,
+                                           seed=p.seed, whisper_input=p.whisper_input)
     out.mkdir(parents=True, exist_ok=True)
     if main:
         (out / "run.json").write_text(json.dumps({**run_info, "preset": preset}, indent=1))
         write_status(out, state="running", fraction=0.0, message="ridge head" if ridge and not resuming
                      else "training", error=None, started=t0)
     try:
-        head_report = {"head_init": p.head_init}
+        head_report = {"head_init": None if stimulus else p.head_init}
         train_from = 0.06
         if ridge and resuming:
             head_report["ridge"] = "not refitted: the head is loaded from the resumed checkpoint"

@@ -10,6 +10,9 @@ Parts (the trainer composes them):
 - :mod:`~core.tuning.losses` — ``mse``, ``pearson``, ``cosine_l2`` (:func:`get_loss`).
 - :mod:`~core.tuning.schedule` — Adam/AdamW + ``LambdaLR`` (:func:`build_optimizer`).
 - :mod:`~core.tuning.params` — :class:`TuneParams`, :func:`preset` (``paper``, ``demo``).
+- :mod:`~core.tuning.controls` — random-fMRI and representation controls (target transforms);
+  :mod:`~core.tuning.stimulus` / :mod:`~core.tuning.stimulus_data` — the stimulus control (the
+  model's own self-supervised objective on the same clips, no voxel head).
 """
 
 from core.tuning.losses import LOSSES, cosine_l2_loss, get_loss, mse_loss, pearson_loss

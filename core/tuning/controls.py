@@ -27,8 +27,14 @@ training **and** validation stories (the validation loss must measure the same t
   selection, which no longer enters the loss). Only the training and validation stories are passed
   to ``tr_features``: the test story is never read.
 
-The stimulus control (the model's own self-supervised loss on the story audio) is not implemented:
-it needs a different loss path in the trainer (a pre-training head, no voxel targets).
+The stimulus control (paper "Controls": stimulus-tuned) changes the **loss**, not the targets:
+
+- ``stimulus`` — the model's own self-supervised objective on the same clips, no voxel targets and
+  no voxel head: wav2vec2's contrastive + diversity pre-training loss, Whisper's ASR loss on the
+  words inside each clip, HuBERT's masked prediction of MFCC k-means clusters (its first iteration;
+  transformers has none). See :mod:`core.tuning.stimulus` (model, losses) and
+  :mod:`core.tuning.stimulus_data` (clips, labels); the ``tune`` pipeline builds it instead of
+  calling :func:`apply_control`, which refuses it. Other families → one-line ConfigError.
 """
 
 from __future__ import annotations
@@ -41,19 +47,19 @@ from core.errors import ConfigError, DataError
 
 CONTROLS = ("random-story", "chunk-shuffle")  #: random-fMRI controls (training targets only)
 REPRESENTATION = "representation"  #: prefix of ``representation:<feature spec>[#<layer>]``
-CONTROL_FORMS = CONTROLS + (f"{REPRESENTATION}:<feature spec>[#<layer>]",)  #: for messages / help
+STIMULUS = "stimulus"  #: the model's own self-supervised objective (:mod:`core.tuning.stimulus`)
+CONTROL_FORMS = CONTROLS + (STIMULUS, f"{REPRESENTATION}:<feature spec>[#<layer>]")  #: messages / help
 CHUNK_TRS = 15  #: chunk length of the chunk-shuffle control (TRs)
 CHUNK_MIN_APART = 10  #: minimum distance (chunks) between swapped chunks, where possible
 
 
 def _unknown(control) -> ConfigError:
-    return ConfigError(f"unknown control {control!r}; choose one of {' | '.join(CONTROL_FORMS)} "
-                       "(the stimulus control is not implemented yet)")
+    return ConfigError(f"unknown control {control!r}; choose one of {' | '.join(CONTROL_FORMS)}")
 
 
 def parse_control(control: Optional[str]) -> Optional[dict]:
     """Syntax check of a control name: ``None`` → ``None``; ``{"kind": "random-story" |
-    "chunk-shuffle"}``; or ``{"kind": "representation", "spec": FSPEC, "layer": LAYER or None}``.
+    "chunk-shuffle" | "stimulus"}``; or ``{"kind": "representation", "spec": FSPEC, "layer": LAYER or None}``.
 
     Unknown names or an empty spec/layer → :class:`ConfigError` (one line). The spec itself is
     resolved by :func:`representation_source`.
@@ -61,7 +67,7 @@ def parse_control(control: Optional[str]) -> Optional[dict]:
     if control is None:
         return None
     control = str(control).strip()
-    if control in CONTROLS:
+    if control in CONTROLS + (STIMULUS,):
         return {"kind": control}
     prefix, sep, rest = control.partition(":")
     if prefix != REPRESENTATION or not sep:
@@ -151,6 +157,9 @@ def apply_control(data, control: Optional[str], seed: int = 0, dataset=None, pro
         return {"control": None}
     if ctl["kind"] == REPRESENTATION:
         return _apply_representation(data, ctl, dataset, progress)
+    if ctl["kind"] == STIMULUS:
+        raise ConfigError("the stimulus control changes the loss, not the targets: run it with "
+                          "core.pipelines.tune.tune(..., control='stimulus') (core.tuning.stimulus)")
     control = ctl["kind"]
     stories = data.train._stories
     rng = np.random.default_rng(int(seed))

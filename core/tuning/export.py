@@ -11,7 +11,10 @@ export):
 - LoRA runs: ``adapter/`` (peft ``save_pretrained``: ``adapter_config.json``,
   ``adapter_model.safetensors``) and, at the top, the **merged** model (``merge_and_unload``) — the
   folder ``from_pretrained`` loads.
-- ``head.safetensors`` — ``weight`` ``(n_voxels, hidden)`` and ``bias`` ``(n_voxels,)`` float32.
+- ``head.safetensors`` — ``weight`` ``(n_voxels, hidden)`` and ``bias`` ``(n_voxels,)`` float32
+  (absent for the stimulus control, which has no voxel head: :mod:`core.tuning.stimulus`; its
+  Whisper export holds the **tuned** decoder, its wav2vec2 export the ``Wav2Vec2Model`` without the
+  pre-training quantizer / projections).
 - ``tuning.json`` — ``{"params", "family", "n_voxels", "hidden_size", "lora", **report}`` where
   ``report`` carries the data spec, subject, voxel-selection report, control and validation metrics.
 - ``README.md`` — a model card with YAML front matter (library_name, tags, data, subject, n_voxels,
@@ -38,8 +41,9 @@ def _plain_backbone(model):
     return bb
 
 
-def _hf_model(backbone, family: str):
-    """What ``save_pretrained`` writes: Whisper's encoder inside a whole ``WhisperModel``."""
+def _hf_model(backbone, family: str, decoder_state=None):
+    """What ``save_pretrained`` writes: Whisper's encoder inside a whole ``WhisperModel`` (decoder:
+    ``decoder_state`` when given, else freshly initialised, seed 0)."""
     if family != "whisper":
         return backbone
     from transformers import WhisperModel
@@ -48,6 +52,8 @@ def _hf_model(backbone, family: str):
         torch.manual_seed(0)
         full = WhisperModel(backbone.config)
     full.encoder.load_state_dict(backbone.state_dict())
+    if decoder_state is not None:
+        full.decoder.load_state_dict(decoder_state)
     return full
 
 
@@ -67,17 +73,20 @@ def export(run_dir, model, params, report: dict) -> Path:
     lora = hasattr(model.backbone, "peft_config")
     with atomic_dir(final, replace=True) as tmp:
         backbone = _plain_backbone(model)
-        hf = _hf_model(backbone, model.family)
+        dec = model.decoder_state() if hasattr(model, "decoder_state") else None
+        hf = _hf_model(backbone, model.family, dec)
         hf.save_pretrained(tmp, safe_serialization=True)
         if model.preprocessor is not None and hasattr(model.preprocessor, "save_pretrained"):
             model.preprocessor.save_pretrained(tmp)
         if lora:
             model.backbone.save_pretrained(tmp / "adapter")
-        save_file({"weight": model.head.weight.detach().float().cpu().contiguous(),
-                   "bias": model.head.bias.detach().float().cpu().contiguous()},
-                  str(tmp / "head.safetensors"))
+        if getattr(model, "head", None) is not None:
+            save_file({"weight": model.head.weight.detach().float().cpu().contiguous(),
+                       "bias": model.head.bias.detach().float().cpu().contiguous()},
+                      str(tmp / "head.safetensors"))
         info = {"params": params.to_dict(), "family": model.family, "n_voxels": int(model.n_voxels),
-                "hidden_size": hidden_size(backbone), "lora": lora}
+                "hidden_size": hidden_size(backbone), "lora": lora,
+                "objective": getattr(model, "objective", None)}
         info.update(report)
         (tmp / "tuning.json").write_text(json.dumps(info, indent=1, default=_jsonable))
         (tmp / "README.md").write_text(model_card(info))
@@ -116,6 +125,8 @@ def model_card(info: dict) -> str:
     lines += ["validation:", f"  val_loss: {_yaml_scalar(info.get('val_loss'))}",
               f"  best_epoch: {_yaml_scalar(info.get('best_epoch'))}", "---", ""]
     whisper = info.get("family") == "whisper"
+    if info.get("objective"):
+        return "\n".join(lines + _stimulus_card(info, params)) + "\n"
     lines += [
         f"# Brain-tuned {info.get('model', 'speech model')}",
         "",
@@ -135,3 +146,26 @@ def model_card(info: dict) -> str:
                      "initialised and untrained (use `model.get_encoder()`).")
     lines.append("")
     return "\n".join(lines)
+
+
+def _stimulus_card(info: dict, params: dict) -> list:
+    """Model-card body of a stimulus-control run (no voxel head)."""
+    ctl = info.get("control_report") or {}
+    init = ctl.get("init") or {}
+    lines = [f"# Stimulus-tuned {info.get('model', 'speech model')} (control)", "",
+             "Fine-tuned with the model's own self-supervised objective "
+             f"(`{info.get('objective')}`) on the story audio of subject {info.get('subject')}'s "
+             f"tuning clips ({info.get('data')}): the stimulus-tuned control of brain-tuning (Moussa, "
+             "Klakow & Toneva, ICLR 2025). No fMRI response was used; there is no voxel head.", "",
+             f"- Validation loss ({info.get('objective')}): {info.get('val_loss')} at epoch "
+             f"{info.get('best_epoch')}."]
+    lines += [f"- `{name}`: {how}." for name, how in init.items()]
+    if info.get("lora"):
+        lines.append("- `adapter/`: the LoRA adapter (peft); the top folder holds the merged model.")
+    if info.get("family") == "whisper":
+        lines.append("- Whisper: the encoder and the decoder were tuned on ASR of the clips' words; "
+                     "the folder holds both.")
+    else:
+        lines.append("- The pre-training modules (quantizer / projections) are not exported: the folder "
+                     "holds the backbone only.")
+    return lines + [""]

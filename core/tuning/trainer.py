@@ -17,6 +17,11 @@ loss; the test story is never read). Run folder layout (``run_dir``):
 - ``checkpoints/best/model.safetensors`` — weights (backbone or LoRA-wrapped backbone + head) of the
   epoch with the lowest validation loss, with its ``state.json``.
 
+The stimulus control (:class:`core.tuning.stimulus.StimulusModel`, a model with an ``objective``)
+runs the same loop: the model returns its own loss of ``(waveforms, label rows)``, there is no voxel
+head (its objective's modules take the head's optimiser group) and ``model.set_epoch(epoch)`` is
+called before each epoch (its masks are seeded per epoch and sample).
+
 Optimisation: micro-batches of ``params.micro_batch`` samples, ``params.grad_accum`` of them per
 optimiser step (the last step of an epoch takes the leftover micro-batches; the loss is weighted so
 every step averages its samples). The epoch's sample order is a permutation drawn from a
@@ -158,12 +163,34 @@ def _collate(split, idx):
     return torch.stack(xs), torch.stack(ys)
 
 
+def _self_supervised(model) -> bool:
+    """Whether ``model`` computes its own loss (:class:`core.tuning.stimulus.StimulusModel`)."""
+    return getattr(model, "objective", None) is not None
+
+
+def _loss_fn(model, params):
+    """The loss on (prediction, target), or None for a self-supervised model."""
+    if _self_supervised(model):
+        return None
+    if params.loss == "cosine_l2":
+        return get_loss(params.loss, weight=params.cosine_l2_weight)
+    return get_loss(params.loss)
+
+
+def _forward_loss(model, loss_fn, x, y):
+    """Scalar loss of a micro-batch: ``loss_fn(model(x), y)``, or ``model(x, y)`` (its own
+    objective, ``y`` = label rows) when ``loss_fn`` is None."""
+    if loss_fn is None:
+        return model(x, y).float()
+    pred = model(x)
+    return loss_fn(pred.float(), y.to(pred.device))
+
+
 def evaluate(model, split, params, accelerator=None) -> float:
     """Mean loss over ``split`` (every sample weighted alike), eval mode, no gradients. Under a
     distributed launch each process evaluates every ``num_processes``-th sample and the sums are
     all-reduced, so every process returns the same mean."""
-    loss_fn = get_loss(params.loss, weight=params.cosine_l2_weight) if params.loss == "cosine_l2" \
-        else get_loss(params.loss)
+    loss_fn = _loss_fn(model, params)
     n_proc = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     was = model.training
@@ -175,8 +202,8 @@ def evaluate(model, split, params, accelerator=None) -> float:
                 x, y = _collate(split, idx)
                 ctx = accelerator.autocast() if accelerator is not None else _null()
                 with ctx:
-                    pred = model(x)
-                total += float(loss_fn(pred.float(), y.to(pred.device))) * len(idx)
+                    loss = _forward_loss(model, loss_fn, x, y)
+                total += float(loss) * len(idx)
                 n += len(idx)
     finally:
         model.train(was)
@@ -223,7 +250,7 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
     run_dir.mkdir(parents=True, exist_ok=True)
     from core.jobs.runner import append_metric, write_status
 
-    if model.n_voxels != data.report["n_voxels"]:
+    if not _self_supervised(model) and model.n_voxels != data.report["n_voxels"]:
         raise ConfigError(f"the model head predicts {model.n_voxels} voxels, the data has "
                           f"{data.report['n_voxels']}; build the model for this selection")
     if len(data.train) < 1 or len(data.val) < 1:
@@ -251,8 +278,7 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     inner = accelerator.unwrap_model(model)
-    loss_fn = get_loss(params.loss, weight=params.cosine_l2_weight) if params.loss == "cosine_l2" \
-        else get_loss(params.loss)
+    loss_fn = _loss_fn(inner, params)
 
     resumed_from = None
     if latest is not None:
@@ -275,6 +301,8 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
     model.train()
     n_all = len(data.train)
     for epoch in range(start_epoch, last_epoch):
+        if hasattr(inner, "set_epoch"):  # the stimulus objective's masks depend on the epoch
+            inner.set_epoch(epoch)
         full = epoch_order(n_all, params.seed, epoch)
         mine = full[rank::n_proc]  # this process's positions: ≡ rank (mod n_proc)
         ep_loss, ep_n = 0.0, 0
@@ -293,8 +321,7 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
                 ctx = _null() if sync or n_proc == 1 else accelerator.no_sync(model)
                 with ctx:
                     with accelerator.autocast():
-                        pred = model(x)
-                    loss = loss_fn(pred.float(), y.to(pred.device))
+                        loss = _forward_loss(model, loss_fn, x, y)
                     # weight so the step averages its samples over all processes: DDP averages the
                     # processes' gradients (× n_proc) and accelerator.backward divides by the
                     # accumulation steps (× gradient_accumulation_steps)
