@@ -139,7 +139,10 @@ if info["state"] == "done":
             st.caption("Encodes the tuned and the pretrained model (every layer) on the held-out story and "
                        "compares them voxel by voxel. Whisper tiny.en: about 5 minutes per model on 2 CPU "
                        "cores (the pretrained one is cached once computed).")
-            _ui.job_panel(runs.evaluation_job(run), lambda: runs.launch_evaluation(run), "the evaluation",
+            mode = st.radio("Feature window mode", list(runs.EVAL_MODES), format_func=runs.EVAL_MODES.get,
+                            key="tune_eval_mode", horizontal=True)
+            _ui.job_panel(runs.evaluation_job(run, ctx.protocol, mode),
+                          lambda: runs.launch_evaluation(run, ctx.protocol, mode), "the evaluation",
                           key=f"eval-{name}")
     if summary is not None:
         best = summary["layers"]["best"]

@@ -205,3 +205,87 @@ def test_flatmap_rerender_from_cached_scores_is_quick(demo_with_encoding):
         times.append(time.perf_counter() - t)
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert min(times) < 1.0, times
+
+
+@pytest.fixture(scope="module")
+def studio_data(tmp_path_factory, demo_with_encoding):
+    """A small ds003020 folder for a quick tuning run, and demo-group P01's power-spectrum encode."""
+    from core.data import load_dataset
+    from core.features import resolve_source
+    from core.pipelines.encode import cached_encode
+    from tests.ds_fixture import make_ds003020_fixture
+
+    root = tmp_path_factory.mktemp("browser-ds") / "ds003020"
+    make_ds003020_fixture(root, n_stories=5, duration_range=(56.0, 60.0))
+    group = load_dataset("demo-group")
+    return root, cached_encode(group, "P01", resolve_source("lowlevel:powspec"))
+
+
+def _choose(page, box: str, option: str) -> None:
+    page.get_by_role("combobox", name=box, exact=True).click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+
+
+def test_tune_evaluate_compare_and_surfaces_in_a_real_browser(studio_data, server, browser):
+    """Brain-tuning page → a tuning job with live progress and loss curve → evaluation → Compare →
+    Analyses; then the demo group's nilearn flat map and interactive 3-D view."""
+    root, _ = studio_data
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(server["url"])
+    _settle(page, "Does a speech model")
+    page.get_by_text("Folder", exact=True).click()
+    page.get_by_role("textbox", name="Dataset folder").fill(str(root))
+    page.get_by_role("textbox", name="Dataset folder").press("Enter")
+    page.get_by_role("link", name="Brain-tuning").click()
+    _settle(page, "No tuning run yet")
+    _choose(page, "Model", "random:whisper-tiny")
+    page.get_by_role("spinbutton", name="Epochs (0 = the preset's)").fill("4")
+    page.get_by_role("textbox", name="Target voxels (blank = the preset's)").fill("ceiling>0.4")
+    t0 = time.time()
+    page.get_by_role("button", name="Start tuning").click()
+    # live: the progress bar (epoch / step / samples/s / ETA) and the loss curve appear and update
+    main = page.locator('[data-testid="stMain"]')
+    main.locator('[data-testid="stProgress"]').first.wait_for(timeout=JOB_TIMEOUT_MS)
+    main.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=JOB_TIMEOUT_MS)
+    first = main.locator('[data-testid="stProgress"]').first.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "tuning-progress.png"), full_page=True)
+    page.get_by_text("finished", exact=False).first.wait_for(timeout=JOB_TIMEOUT_MS)
+    tune_s = time.time() - t0
+    assert "samples/s" in first or "step" in first, first
+    _settle(page, "Evaluation: tuned vs pretrained")
+    _check_drawn(page, "tuning", min_images=0, min_charts=1)
+    page.get_by_text("fast (1 s windows", exact=False).first.click()  # minutes, not the paper's hours
+    _settle(page, "Exported model")
+    page.get_by_role("button", name="Compute the evaluation").click()
+    page.get_by_role("button", name="Open in Compare").wait_for(timeout=JOB_TIMEOUT_MS)
+    eval_s = time.time() - t0 - tune_s
+    _settle(page, "Exported model")
+    _check_drawn(page, "tuning-evaluated", min_images=0, min_charts=1)
+    page.get_by_role("button", name="Open in Compare").click()
+    _settle(page, "B vs A")
+    page.get_by_text("Across layers").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+    _check_drawn(page, "compare", min_images=0, min_charts=1)
+    assert page.get_by_text("mean Δ", exact=False).count() >= 1
+
+    page.get_by_role("link", name="Analyses").click()
+    _settle(page, "Variance partitioning")
+    page.get_by_role("button", name="Compute the variance partitioning").click()
+    page.get_by_text("python -m core partition", exact=False).first.wait_for(timeout=JOB_TIMEOUT_MS)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=JOB_TIMEOUT_MS)
+    _check_drawn(page, "analyses", min_images=0, min_charts=0)
+
+    # the demo group on fsaverage5: nilearn flat map, then the interactive 3-D view
+    page.get_by_text("Demo group", exact=True).click()
+    page.get_by_role("link", name="Alignment maps").click()
+    _settle(page, "Alignment maps")
+    _choose(page, "Feature space / model", "low-level: powspec")
+    _settle(page, "Per ROI")
+    _check_drawn(page, "alignment-demo-group", min_images=1, min_charts=2)
+    page.get_by_text("Interactive 3-D view", exact=False).first.click()
+    page.locator("iframe").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+    _settle(page, "Per ROI")
+    page.wait_for_timeout(3000)  # niivue draws into its canvas after load
+    page.locator("iframe").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "alignment-3d.png"))
+    (ARTIFACTS / "timings-tuning.json").write_text(json.dumps(
+        {"tune_job_s": round(tune_s, 1), "evaluation_job_s": round(eval_s, 1)}))

@@ -1,8 +1,8 @@
 """Job kinds for the analyses the app launches: one function per kind, ``fn(params, progress) -> str``
 (the folder holding the result's ``summary.json``), each the same computation as its CLI command.
 
-- ``"evaluate"``: ``{"run": RUN_DIR, "protocol"}`` → ``<RUN_DIR>/evaluation`` (``python -m core
-  evaluate-run RUN_DIR``): the tuned and the pretrained model encoded and compared.
+- ``"evaluate"``: ``{"run": RUN_DIR, "protocol", "mode"}`` → ``<RUN_DIR>/evaluation`` (``python -m core
+  evaluate-run RUN_DIR [--mode fast|paper]``): the tuned and the pretrained model encoded and compared.
 - ``"partition"``: ``{"data", "subject", "spaces": [A, B], "protocol"}`` → the cached partition folder
   (``python -m core partition``).
 - ``"lowlevel-impact"``: ``{"data", "subject", "source", "layers", "remove": [FSPEC, …], "protocol"}``
@@ -56,7 +56,7 @@ def run_evaluate(params: dict, progress: ProgressFn = None) -> str:
     from core.pipelines.evaluate import evaluate_run
 
     run = Path(params["run"])
-    evaluate_run(run, params.get("protocol") or "project", progress=progress)
+    evaluate_run(run, params.get("protocol") or "project", mode=params.get("mode"), progress=progress)
     return str(run / "evaluation")
 
 

@@ -86,7 +86,8 @@ def run_info(run: Path) -> dict:
             "epoch": trainer.get("epoch"), "step": trainer.get("step"),
             "samples_per_s": trainer.get("samples_per_s"), "eta_s": trainer.get("eta_s"),
             "exported": (tune_dir(run) / "export").is_dir() and status["state"] == "done"}
-    ev = evaluation_job(run)
+    jobs = [j for j in (evaluation_job(run, mode=m) for m in EVAL_MODES) if j]
+    ev = next((j for j in jobs if j["state"] != "done"), jobs[0] if jobs else None)
     info["evaluation"] = ev["state"] if ev else ("done" if (tune_dir(run) / "evaluation" / "summary.json").exists()
                                                  else None)
     return info
@@ -181,34 +182,40 @@ def delete_run(run: Path) -> None:
     _job_key(run)
     if job_status(run)["state"] in ACTIVE:
         raise JobError(f"run {run.name} is still running; cancel it before deleting it")
-    ev = evaluation_job(run)
-    if ev and ev["state"] in ACTIVE:
+    if any(j and j["state"] in ACTIVE for j in (evaluation_job(run, mode=m) for m in EVAL_MODES)):
         raise JobError(f"run {run.name} is being evaluated; wait for the evaluation or cancel it first")
     shutil.rmtree(run)
 
 
 # -- evaluation ---------------------------------------------------------------------------------
 
-def _evaluate_params(run: Path, protocol: str) -> dict:
-    return {"run": str(tune_dir(run)), "protocol": protocol}
+EVAL_MODES = {None: "the dataset's default (fast on the demo, the paper's elsewhere)",
+              "fast": "fast (1 s windows; minutes on a CPU)", "paper": "paper (16 s windows every 0.1 s; slow on a CPU)"}
 
 
-def launch_evaluation(run: Path, protocol: str = "project") -> Path:
+def _evaluate_params(run: Path, protocol: str, mode: Optional[str]) -> dict:
+    return {"run": str(tune_dir(run)), "protocol": protocol, "mode": mode}
+
+
+def launch_evaluation(run: Path, protocol: str = "project", mode: Optional[str] = None) -> Path:
     """Start (or join) the job that encodes the tuned and the pretrained model on the test story
-    and compares them (``python -m core evaluate-run``)."""
+    and compares them (``python -m core evaluate-run [--mode]``); ``mode`` = the layer-feature
+    window mode (:data:`EVAL_MODES`)."""
     from core.jobs import job_status, start_job
 
+    if mode not in EVAL_MODES:
+        raise ConfigError(f"unknown feature window mode {mode!r}; choose fast or paper")
     if job_status(Path(run))["state"] != "done":
         raise JobError(f"run {Path(run).name} has not finished; evaluate it once it is done")
-    return start_job("evaluate", _evaluate_params(run, protocol))
+    return start_job("evaluate", _evaluate_params(run, protocol, mode))
 
 
-def evaluation_job(run: Path, protocol: str = "project") -> Optional[dict]:
-    """Status of the run's evaluation job, if one was started."""
+def evaluation_job(run: Path, protocol: str = "project", mode: Optional[str] = None) -> Optional[dict]:
+    """Status of the run's evaluation job (with these settings), if one was started."""
     from core.jobs import job_dir, job_status
     from core.jobs.kinds import job_key
 
-    folder = job_dir("evaluate", job_key("evaluate", _evaluate_params(run, protocol)))
+    folder = job_dir("evaluate", job_key("evaluate", _evaluate_params(run, protocol, mode)))
     return job_status(folder) if (folder / "status.json").exists() else None
 
 
