@@ -270,8 +270,8 @@ def test_tune_evaluate_compare_and_surfaces_in_a_real_browser(studio_data, serve
     page.get_by_role("link", name="Analyses").click()
     _settle(page, "Variance partitioning")
     page.get_by_role("button", name="Compute the variance partitioning").click()
-    page.get_by_text("python -m core partition", exact=False).first.wait_for(timeout=JOB_TIMEOUT_MS)
-    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=JOB_TIMEOUT_MS)
+    main.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=JOB_TIMEOUT_MS)  # the result table
+    _settle(page, "Variance partitioning")
     _check_drawn(page, "analyses", min_images=0, min_charts=0)
 
     # the demo group on fsaverage5: nilearn flat map, then the interactive 3-D view

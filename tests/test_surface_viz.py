@@ -116,3 +116,26 @@ def test_html_is_self_contained(space, values):
     assert not re.search(r"""(src|href)\s*=\s*['"]//""", html)
     with pytest.raises(ConfigError, match="mesh 'flat'"):
         surface_view_html(values, space, mesh="flat")
+
+
+def test_html_holds_no_nan_for_vertices_without_data(space, values, monkeypatch):
+    """niivue draws no overlay once its map holds a NaN (seen in chromium): vertices without a
+    column (the space covers part of the mesh) are sent as 0 under a tiny threshold instead."""
+    from nilearn import plotting
+
+    assert len(space.vertices) < 20484
+    seen = {}
+    real = plotting.view_surf
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(plotting, "view_surf", spy)
+    surface_view_html(values, space)
+    parts = seen["surf_map"].data.parts
+    sent = np.concatenate([np.asarray(parts["left"]), np.asarray(parts["right"])])
+    assert np.isfinite(sent).all() and seen["threshold"] == pytest.approx(1e-6)
+    np.testing.assert_allclose(sent[space.vertices], values, rtol=1e-6)
+    off = np.setdiff1d(np.arange(sent.size), space.vertices)
+    assert (sent[off] == 0).all()

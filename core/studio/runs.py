@@ -110,7 +110,8 @@ def runs_table(runs: list) -> pd.DataFrame:
     rows = [{"run": r["name"], "state": r["state"], "subject": r["subject"], "model": r["model"],
              "preset": r["preset"], "control": r["control"] or "none",
              "lora": bool(r["params"].get("lora")), "seed": r["params"].get("seed"),
-             "epoch": r["epoch"], "evaluated": r["evaluation"] == "done"} for r in runs]
+             "epoch": None if r["epoch"] is None else r["epoch"] + 1,  # 1-based, as the progress line
+             "evaluated": r["evaluation"] == "done"} for r in runs]
     return pd.DataFrame(rows, columns=["run", "state", "subject", "model", "preset", "control", "lora",
                                        "seed", "epoch", "evaluated"])
 

@@ -210,6 +210,12 @@ def surface_view_html(values, space: SurfaceSpace, *, mesh: str = "inflated", he
     vals = mesh_values(values, space)
     cmap, lo, hi = _limits(vals, vmin, vmax, cmap, symmetric)
     n = fs.N_PER_HEMI
+    # niivue draws no overlay at all once the map holds a NaN (checked in headless chromium): vertices
+    # without data become 0, hidden below a threshold just above 0 (real exact zeros hide too).
+    missing = ~np.isfinite(vals)
+    if missing.any():
+        vals = np.where(missing, 0.0, vals)
+        threshold = threshold if threshold else NO_DATA_THRESHOLD
     img = SurfaceImage(fs.load_mesh(mesh), {"left": vals[:n], "right": vals[n:]})
     bg = _sulcal_depth()
     bg_img = SurfaceImage(fs.load_mesh(mesh), {"left": bg[:n], "right": bg[n:]})
@@ -219,6 +225,9 @@ def surface_view_html(values, space: SurfaceSpace, *, mesh: str = "inflated", he
                                   vmin=lo, vmax=hi, symmetric_cmap=bool(symmetric or (lo < 0 < hi and lo == -hi)),
                                   title=title or None, engine="niivue")
     return _FAVICON.sub("", view.get_standalone())
+
+
+NO_DATA_THRESHOLD = 1e-6  #: |value| below it is not drawn in the 3-D view (where NaN vertices went)
 
 
 def _sulcal_depth() -> np.ndarray:
