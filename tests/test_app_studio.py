@@ -241,3 +241,42 @@ def test_alignment_page_group_section_fans_out_over_participants(root):
     people = next(f for f in frames if "participant" in f.columns)
     assert list(people["participant"]) == ["UTS01", "UTS02"]
     assert "--subject all --features lowlevel:wordrate --n-jobs 2" in texts(at.code)
+
+
+def test_group_mean_map_png_on_the_full_mesh(tmp_path):
+    """The group mean map (values on every fsaverage5 vertex) draws, with ROI outlines on the mesh."""
+    import numpy as np
+    from PIL import Image
+
+    from core.data.base import SurfaceSpace
+    from core.data.fsaverage import standard_rois
+    from core.studio import analyses, results
+
+    mean = np.linspace(0, 1, 20484).astype(np.float32)
+    mean[:50] = np.nan
+    np.save(tmp_path / "mean_cc_norm_powspec.npy", mean)
+    np.save(tmp_path / "count_cc_norm_powspec.npy", np.full(20484, 3, np.int32))
+    (tmp_path / "group.json").write_text(json.dumps({
+        "layers": ["powspec"], "mean_maps": {"mesh": "fsaverage5", "n_vertices": 20484,
+                                             "files": {"powspec": ["mean_cc_norm_powspec.npy",
+                                                                   "count_cc_norm_powspec.npy"]}}}))
+    got, space = analyses.group_mean_map(tmp_path, "powspec")
+    np.testing.assert_array_equal(got[50:], mean[50:].astype(np.float64))
+    assert np.isnan(got[:50]).all()
+    assert space.n_vertices == 20484 and space.mesh == "fsaverage5"
+
+    class Surface:  # a surface dataset's two calls mesh_rois needs
+        def surface_space(self, subject):
+            return SurfaceSpace("fsaverage5", np.arange(0, 20484, 2), 10242)
+
+        def rois(self, subject):
+            return {k: m[::2] for k, m in standard_rois().items()} | {"cortex": np.ones(10242, bool)}
+
+    rois = results.mesh_rois(Surface(), "P01")
+    assert set(rois) == set(standard_rois()) and all(m.shape == (20484,) for m in rois.values())
+    np.testing.assert_array_equal(rois["AC"][::2], standard_rois()["AC"][::2])
+    assert not rois["AC"][1::2].any()  # vertices without a column are outside every ROI
+    png = analyses.group_map_png(tmp_path, "powspec", rois)
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.size[0] > 400
+    assert analyses.group_map_png(tmp_path, "no-such-layer") is None
