@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import studio
 from core.studio import analyses, compare
-from core.viz.charts import layer_curve
+from core.viz.charts import layer_curve, preference_chart
 from pages import _ui
 
 ctx = _ui.context()
@@ -98,7 +98,7 @@ for i, d in enumerate(chosen):
         left.dataframe(t[t["region"].isin(["semantic", "auditory"]) | t["region"].str.startswith("planted")],
                        hide_index=True)
     if pref is not None:
-        right.dataframe(analyses.preference_table(pref), hide_index=True)
+        right.altair_chart(preference_chart(analyses.preference_table(pref)), width="stretch")
 if not shown:
     st.caption("Not computed for these models yet: run *Low-level impact* (default spaces) and *Layer "
                "preference* on the Analyses page, and they appear here side by side.")
