@@ -138,6 +138,10 @@ with _ui.shown_errors(stop=False):
         else:
             r = mine[0]
             col.markdown(f"**{runs.run_label(r)}** — {r['state']}: {runs.progress_line(r)}")
+            if r["state"] == "failed" and col.button("Resume it", key=f"learn-resume-{r['name']}",
+                                                      help=f"{r['error']}; continues from its last checkpoint"):
+                runs.resume_run(Path(r["run"]))
+                st.rerun()
             if r["state"] == "done" and r["evaluation"] is None:
                 if col.button("Evaluate it", key=f"learn-eval-{r['name']}"):
                     runs.launch_evaluation(Path(r["run"]))

@@ -177,7 +177,9 @@ def test_learn_page_walks_through_the_demo(demo_app, tiny_demo):
     started = [r for r in runs.tune_runs("demo", "S1") if r["model"] == "bundled:whisper-tiny.en"]
     assert len(started) == 1 and started[0]["control"] == "" and started[0]["preset"] == "demo"
     cancel_job(Path(started[0]["run"]))  # not run here (minutes); the Brain-tuning page tests run one
-    assert "brain-tuned" in texts(at.markdown) or runs.run_info(Path(started[0]["run"]))["state"] == "failed"
+    at.run()
+    assert "brain-tuned · seed 0** — failed" in texts(at.markdown)
+    assert at.button(key=f"learn-resume-{started[0]['name']}").label == "Resume it"
 
 
 def test_data_page_on_the_demo_draws_the_noise_ceiling(demo_app, tiny_demo):
