@@ -38,13 +38,13 @@ if len(chosen) < 2:
 
 
 @st.cache_data(show_spinner="Comparing (Wilcoxon per region and layer; cached)…", max_entries=32)
-def _comparison(dirs: tuple, metric: str):
-    summary, folder = compare.comparison(list(dirs), metric)
+def _comparison(data: str, dirs: tuple, metric: str):
+    summary, folder = compare.comparison(list(dirs), metric, _ui.dataset(data))
     return summary, str(folder)
 
 
 with _ui.shown_errors():
-    summary, folder = _comparison(tuple(chosen), metric)
+    summary, folder = _comparison(ctx.data, tuple(chosen), metric)
 names = "ABC"
 st.caption(" · ".join(f"**{n}** = {label[d]}" for n, d in zip(names, chosen)))
 for d in chosen:

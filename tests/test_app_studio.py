@@ -280,3 +280,28 @@ def test_group_mean_map_png_on_the_full_mesh(tmp_path):
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size[0] > 400
     assert analyses.group_map_png(tmp_path, "no-such-layer") is None
+
+
+def test_compare_accepts_cached_results_of_a_copy_of_the_dataset(tmp_path):
+    """Encodings are cached by content: a copy of a dataset at another path reuses them, so their
+    provenance names the other path; comparing them must work (same fingerprint), while results of
+    different data are refused."""
+    import shutil
+
+    from core.data import load_dataset
+    from core.features import resolve_source
+    from core.pipelines.encode import cached_encode
+    from core.studio import compare
+
+    make_ds003020_fixture(tmp_path / "a", n_voxels=40)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    a = load_dataset(f"ds003020:{tmp_path / 'a'}")
+    dirs = [cached_encode(a, "UTS01", resolve_source(s)) for s in ("lowlevel:wordrate", "lowlevel:powspec")]
+    b = load_dataset(f"ds003020:{tmp_path / 'b'}")
+    assert sorted(r["dir"] for r in compare.subject_results(b, "UTS01")) == sorted(map(str, dirs))
+    summary, _ = compare.comparison([str(d) for d in dirs], "cc_norm", b)
+    assert summary["subject"] == "UTS01" and list(summary["others"]) == [str(dirs[1])]
+    make_ds003020_fixture(tmp_path / "c", n_voxels=40, seed=1)
+    other = cached_encode(load_dataset(f"ds003020:{tmp_path / 'c'}"), "UTS01", resolve_source("lowlevel:wordrate"))
+    with pytest.raises(ConfigError, match="one dataset"):
+        compare.comparison([str(dirs[0]), str(other)], "cc_norm", b)

@@ -55,11 +55,13 @@ def regions_of(dataset, subject: str) -> dict:
     return {**rois, **{g: v["mask"] for g, v in group_masks(rois).items()}, **planted_regions(dataset, subject)}
 
 
-def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm") -> dict:
+def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm", dataset=None) -> dict:
     """``python -m core compare BASE OTHER […] --out DIR``: each OTHER against BASE.
 
-    The results must be of one subject on one dataset (their provenance says which); regions as
-    :func:`regions_of`. Writes ``DIR/summary.json`` ``{"base", "metric", "subject", "data",
+    The results must be of one subject on one dataset: the same content fingerprint in their
+    provenance (cached results are shared between copies of a dataset at different paths), or
+    else the same data spec; regions as :func:`regions_of` of ``dataset`` (default: the BASE's
+    data spec, opened). Writes ``DIR/summary.json`` ``{"base", "metric", "subject", "data",
     "others": {folder: {layer: {...}}}}`` and ``DIR/delta_<k>_<layer>.npy`` (k = 1, 2, … for each
     OTHER) — per-voxel Δ (OTHER − BASE).
     """
@@ -70,11 +72,14 @@ def compare_dirs(dirs: list, out_dir: Path, metric: str = "cc_norm") -> dict:
     if len(dirs) < 2:
         raise ConfigError("compare needs a baseline result and at least one other: BASE OTHER [OTHER …]")
     results = [EncodingResult.load(d) for d in dirs]
-    data = {r.provenance.get("data") for r in results}
-    if len(data) != 1 or None in data:
-        raise ConfigError(f"compare needs results of one dataset; got {sorted(map(str, data))}")
+    prints = {r.provenance.get("dataset_fingerprint") for r in results}
+    if None in prints:
+        prints = {r.provenance.get("data") for r in results}
+    if len(prints) != 1 or None in prints:
+        specs = sorted({str(r.provenance.get("data")) for r in results})
+        raise ConfigError(f"compare needs results of one dataset; got {len(prints)} different ones ({', '.join(specs)})")
     base = results[0]
-    ds = load_dataset(data.pop())
+    ds = dataset if dataset is not None else load_dataset(base.provenance.get("data"))
     regions = regions_of(ds, base.subject)
     summary = {"base": str(dirs[0]), "metric": metric, "subject": base.subject,
                "data": base.provenance.get("data"), "others": {}}

@@ -58,9 +58,9 @@ def subject_results(dataset, subject: str) -> list:
     return sorted(out, key=lambda r: (r["label"], r["protocol"]))
 
 
-def comparison(dirs: list, metric: str = "cc_norm") -> tuple:
-    """``compare`` of ``dirs[1:]`` against ``dirs[0]`` (cached under ``<cache>/compare/<key>``);
-    returns ``(summary, folder)``."""
+def comparison(dirs: list, metric: str = "cc_norm", dataset=None) -> tuple:
+    """``compare`` of ``dirs[1:]`` against ``dirs[0]`` (cached under ``<cache>/compare/<key>``) on
+    ``dataset`` (the open one whose regions are reported); returns ``(summary, folder)``."""
     from core.pipelines.evaluate import compare_dirs
     from core.settings import get_settings
 
@@ -71,7 +71,7 @@ def comparison(dirs: list, metric: str = "cc_norm") -> tuple:
     cached = _summary(out)
     if cached is not None:
         return cached, out
-    return compare_dirs([Path(d) for d in dirs], out, metric), out
+    return compare_dirs([Path(d) for d in dirs], out, metric, dataset), out
 
 
 def comparison_layers(summary: dict, k: int) -> list:
