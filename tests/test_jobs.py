@@ -225,9 +225,14 @@ def test_heavy_jobs_take_turns_and_a_queued_one_can_be_cancelled(tmp_path):
                                                                            ("c", 30.0))]
 
     def holder_and_queued():  # one holds the slot, the others wait and name it
+        # (polled until consistent: on a loaded machine a 1-s job may finish and hand the slot on
+        # between two reads, and the waiting runs rename the holder within SLOT_POLL_S)
         states = [job_status(r) for r in runs]
         queued = [s for s in states if "device slot" in (s["message"] or "")]
-        return len(queued) == 2 and queued
+        if len(queued) != 2:
+            return False
+        holder = next(r for r in runs if str(r) not in {q["run_dir"] for q in queued})
+        return all(f"held by run {holder.name})" in q["message"] for q in queued) and queued
 
     queued = _poll(holder_and_queued)
     holder = next(r for r in runs if str(r) not in {q["run_dir"] for q in queued})
