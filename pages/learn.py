@@ -122,7 +122,7 @@ st.markdown(
 st.info("**Cost on this machine (2 CPU cores):** each tuning run takes about 8 minutes, and each "
         "evaluation about 5 minutes (the pretrained model's encoding is reused once computed). Everything "
         "runs in the background, one job at a time: start both runs, keep reading, come back. Measured "
-        "on the demo (3 epochs, README): planted-semantic cc_norm 0.19 → 0.36–0.38 tuned, 0.21–0.22 with "
+        "on the demo (3 epochs, README): planted-semantic cc_norm 0.19 → 0.35–0.38 tuned (3 seeds), 0.21–0.22 with "
         "the random-story control.")
 LEARN_RUNS = {"": "Brain-tune Whisper tiny.en", "random-story": "Run the random-story control"}
 with _ui.shown_errors(stop=False):
