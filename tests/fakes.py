@@ -190,3 +190,39 @@ def make_dataset(n_stories: int = 3, n_trs_run: int = 36, n_voxels: int = 6,
             (n_repeats, timing.n_response_rows(stories[test].n_trs_run), n_voxels)).astype(np.float32)
     return InMemoryDataset(stories, responses, repeats, test_story=test,
                            val_story=names[-2] if n_stories > 2 else None)
+
+
+class StoryGuard:
+    """A dataset wrapper that fails if the test story's audio, transcript or responses are read;
+    it records (``read``) the stories whose data were read. Subclass it to forbid more."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.read = set()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def _guard(self, story):
+        if story == self._inner.test_story:
+            raise AssertionError(f"test story {story!r} was read")
+        self.read.add(story)
+
+    def audio(self, story):
+        self._guard(story)
+        return self._inner.audio(story)
+
+    def words(self, story):
+        self._guard(story)
+        return self._inner.words(story)
+
+    def phones(self, story):
+        self._guard(story)
+        return self._inner.phones(story)
+
+    def responses(self, subject, story):
+        self._guard(story)
+        return self._inner.responses(subject, story)
+
+    def repeats(self, subject, story=None):
+        raise AssertionError("repeats (test story) were read")

@@ -18,45 +18,9 @@ import torch
 
 from core.errors import ConfigError
 from core.tuning import BrainTuningModel, TuningData, zscore_story
-from tests.fakes import make_dataset
+from tests.fakes import StoryGuard, make_dataset
 
 N_VOX = 3
-
-
-class _Guarded:
-    """A dataset wrapper that fails if the test story's audio, transcript or responses are read;
-    it records the stories whose audio / words were read."""
-
-    def __init__(self, inner):
-        self._inner = inner
-        self.read = set()
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def _guard(self, story):
-        if story == self._inner.test_story:
-            raise AssertionError(f"test story {story!r} was read")
-        self.read.add(story)
-
-    def audio(self, story):
-        self._guard(story)
-        return self._inner.audio(story)
-
-    def words(self, story):
-        self._guard(story)
-        return self._inner.words(story)
-
-    def phones(self, story):
-        self._guard(story)
-        return self._inner.phones(story)
-
-    def responses(self, subject, story):
-        self._guard(story)
-        return self._inner.responses(subject, story)
-
-    def repeats(self, subject, story=None):
-        raise AssertionError("repeats (test story) were read")
 
 
 def _fresh_dataset(**kw):
@@ -163,7 +127,7 @@ def test_representation_targets_match_trimmed_zscored_features(spec, layer, n_fe
     from core.tuning.controls import apply_control
 
     ds = _fresh_dataset(n_stories=4, n_trs_run=32, n_voxels=N_VOX, seed=7)
-    guarded = _Guarded(ds)
+    guarded = StoryGuard(ds)
     data = TuningData.build(guarded, "S01", np.arange(N_VOX))
     guarded.read.clear()
     rep = apply_control(data, f"representation:{spec}", seed=0, dataset=guarded)

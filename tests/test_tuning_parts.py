@@ -15,7 +15,7 @@ from core.errors import ConfigError, DataError
 from core.tuning import (BrainTuningModel, TuneParams, TuningData, build_optimizer, by_ceiling,
                          by_encoding, by_roi, get_loss, preset, select_targets, snippet_bounds,
                          story_samples)
-from tests.fakes import InMemoryDataset, make_dataset, make_story
+from tests.fakes import InMemoryDataset, StoryGuard, make_dataset, make_story
 
 SR = 16_000
 
@@ -88,29 +88,8 @@ def test_samples_scanner_tr_drift():
     assert tuple(snippet_bounds(R, 2.0)[k] // SR) == (450, 452)
 
 
-class _NoTestStory:
+class _NoTestStory(StoryGuard):
     """A dataset wrapper that fails the test if the test story's data are read."""
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def _guard(self, story):
-        if story == self._inner.test_story:
-            raise AssertionError(f"test story {story!r} was read")
-
-    def audio(self, story):
-        self._guard(story)
-        return self._inner.audio(story)
-
-    def responses(self, subject, story):
-        self._guard(story)
-        return self._inner.responses(subject, story)
-
-    def repeats(self, subject, story=None):
-        raise AssertionError("repeats (test story) were read")
 
     def voxel_report(self, subject):
         raise AssertionError("voxel_report reads the test story's repeats")

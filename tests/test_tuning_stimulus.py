@@ -18,7 +18,7 @@ import torch
 from core.errors import ConfigError
 from core.tuning import stimulus_data as sd
 from core.tuning.stimulus import StimulusModel, check_family
-from tests.fakes import events, make_dataset
+from tests.fakes import StoryGuard, events, make_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -35,26 +35,8 @@ def _fast_kmeans(monkeypatch):
     monkeypatch.setattr("sklearn.cluster.MiniBatchKMeans", quick)
 
 
-class _Guarded:
+class _Guarded(StoryGuard):
     """Dataset wrapper: the test story and every response are off limits."""
-
-    def __init__(self, inner):
-        self._inner, self.read = inner, set()
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def _guard(self, story):
-        assert story != self._inner.test_story, f"test story {story!r} was read"
-        self.read.add(story)
-
-    def audio(self, story):
-        self._guard(story)
-        return self._inner.audio(story)
-
-    def words(self, story):
-        self._guard(story)
-        return self._inner.words(story)
 
     def responses(self, subject, story):
         raise AssertionError("the stimulus control read responses")
