@@ -215,8 +215,8 @@ def cli_command(kind: str, params: dict) -> str:
     if kind == "encode-group":
         from core.studio.sources import cli_encode_command
 
-        cmd = cli_encode_command(params["data"], "all", params["source"], protocol=params.get("protocol", "project"))
-        return cmd.replace(" --out ", f" --n-jobs {params.get('n_jobs') or 1} --out ")
+        return cli_encode_command(params["data"], "all", params["source"], protocol=params.get("protocol", "project"),
+                                  n_jobs=params.get("n_jobs") or 1)
     cmd = ["python", "-m", "core", kind]
     if kind == "probe":
         cmd += ["--task", params["task"], "--model", params["source"]]

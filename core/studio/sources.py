@@ -243,12 +243,15 @@ def encode_note(dataset, spec: str) -> Optional[str]:
 
 
 def cli_encode_command(data: str, subject: str, spec: str, out: str = "OUT_DIR",
-                       protocol: str = "project") -> str:
-    """The CLI call that writes the same numbers as the app's encode of ``spec``."""
+                       protocol: str = "project", n_jobs: Optional[int] = None) -> str:
+    """The CLI call that writes the same numbers as the app's encode of ``spec`` (``subject`` may
+    be ``all``; ``n_jobs`` then gives its parallel fits)."""
     cmd = ["python", "-m", "core", "encode", "--data", data, "--subject", subject]
     cmd += ["--model", spec, "--layers", "all"] if is_model_spec(spec) else ["--features", spec]
     if protocol != "project":
         cmd += ["--protocol", protocol]
+    if n_jobs is not None:
+        cmd += ["--n-jobs", str(n_jobs)]
     return shlex.join(cmd + ["--out", out])
 
 
