@@ -7,9 +7,12 @@ Each configuration runs in its own subprocess (clean peak RSS): a
 (160,000 samples at 16 kHz, the released pairing). After warm-up steps, it times forward + backward
 + optimiser steps and prints samples/s, the peak RSS (CPU) or peak allocated memory (CUDA), and the
 bf16 / fp32 ratios. The reference is fp32 measured in the same run on the same machine.
+``--train-layers 0,2`` adds configurations that train only the top N transformer layers
+(:func:`core.tuning.model.freeze_lower_layers`; 0 = all, the paper), with their ratio to fp32 / all.
 
     python bench/tuning.py                 # random tiny families + bundled whisper-tiny.en
     python bench/tuning.py --models bundled:whisper-base --steps 3
+    python bench/tuning.py --models bundled:whisper-tiny.en --micro-batch 8 --train-layers 0,2
 """
 
 from __future__ import annotations
@@ -26,19 +29,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("random:wav2vec2-tiny", "random:hubert-tiny", "random:whisper-tiny", "bundled:whisper-tiny.en")
 
 
-def worker(spec: str, precision: str, micro: int, steps: int, warmup: int, n_voxels: int) -> dict:
+def worker(spec: str, precision: str, micro: int, steps: int, warmup: int, n_voxels: int,
+           train_layers: int = 0) -> dict:
     """One configuration: the timed training loop (runs in its own process)."""
     import torch
     from accelerate import Accelerator
 
     from core.tuning import BrainTuningModel, preset
     from core.tuning.losses import get_loss
+    from core.tuning.model import freeze_lower_layers
     from core.tuning.schedule import build_optimizer
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not cuda)
     model = BrainTuningModel.from_spec(spec, n_voxels, device=str(acc.device), head_init="random")
+    freeze_lower_layers(model.backbone, model.family, train_layers)
     params = preset("paper", micro_batch=micro, batch_size=micro, precision=precision)
     backbone, head = model.parameter_groups()
     opt, sched = build_optimizer(backbone, head, params, steps_per_epoch=steps + warmup)
@@ -65,7 +71,7 @@ def worker(spec: str, precision: str, micro: int, steps: int, warmup: int, n_vox
     secs = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"spec": spec, "precision": precision, "device": str(acc.device), "samples_per_s": steps * micro / secs,
+    return {"spec": spec, "precision": precision, "train_layers": train_layers, "device": str(acc.device), "samples_per_s": steps * micro / secs,
             "peak_mb": peak, "peak_kind": "cuda allocated" if cuda else "RSS", "loss": float(loss)}
 
 
@@ -75,34 +81,45 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=4, help="timed optimiser steps per configuration")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--train-layers", default="0", help="comma list: top N layers trained (0 = all)")
     ap.add_argument("--voxels", type=int, default=1613, help="head outputs (1,613 = the demo's semantic ROIs)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        spec, precision = args.worker.split("|")
-        print(json.dumps(worker(spec, precision, args.micro_batch, args.steps, args.warmup, args.voxels)))
+        spec, precision, n_top = args.worker.split("|")
+        print(json.dumps(worker(spec, precision, args.micro_batch, args.steps, args.warmup, args.voxels,
+                                int(n_top))))
         return
     print(f"brain-tuning throughput: micro-batch {args.micro_batch} × 10 s, {args.steps} timed steps, "
           f"{args.voxels} voxels", flush=True)
     rows = {}
+    tops = [int(x) for x in args.train_layers.split(",")]
     for spec in args.models.split(","):
-        for precision in ("fp32", "bf16"):
-            cmd = [sys.executable, __file__, "--worker", f"{spec}|{precision}", "--micro-batch",
-                   str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--voxels", str(args.voxels)]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{spec:26s} {precision}: failed\n{proc.stderr[-2000:]}", flush=True)
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows[(spec, precision)] = r
-            print(f"{spec:26s} {precision}: {r['samples_per_s']:7.2f} samples/s   peak {r['peak_kind']} "
-                  f"{r['peak_mb']:8.0f} MB   ({r['device']})", flush=True)
-        a, b = rows.get((spec, "fp32")), rows.get((spec, "bf16"))
-        if a and b:
-            print(f"{'':26s} bf16 / fp32: speed {b['samples_per_s'] / a['samples_per_s']:.2f}x, "
-                  f"peak memory {b['peak_mb'] / a['peak_mb']:.2f}x", flush=True)
-
+        for n_top in tops:
+            for precision in ("fp32", "bf16"):
+                cmd = [sys.executable, __file__, "--worker", f"{spec}|{precision}|{n_top}", "--micro-batch",
+                       str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--voxels", str(args.voxels)]
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+                name = f"{precision}, {'all layers' if n_top == 0 else f'top {n_top} layers'}"
+                if proc.returncode:
+                    print(f"{spec:26s} {name}: failed\n{proc.stderr[-2000:]}", flush=True)
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows[(spec, precision, n_top)] = r
+                print(f"{spec:26s} {name:22s}: {r['samples_per_s']:7.2f} samples/s   peak {r['peak_kind']} "
+                      f"{r['peak_mb']:8.0f} MB   ({r['device']})", flush=True)
+            ref, b = rows.get((spec, "fp32", tops[0])), rows.get((spec, "bf16", n_top))
+            a = rows.get((spec, "fp32", n_top))
+            if a and b:
+                print(f"{'':26s} bf16 / fp32: speed {b['samples_per_s'] / a['samples_per_s']:.2f}x, "
+                      f"peak memory {b['peak_mb'] / a['peak_mb']:.2f}x", flush=True)
+            if ref and n_top != tops[0]:
+                for r in (a, b):
+                    if r:
+                        print(f"{'':26s} {r['precision']}, top {n_top} / fp32, {tops[0] or 'all'}: speed "
+                              f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x", flush=True)
+    print(json.dumps([dict(r) for r in rows.values()]))
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))

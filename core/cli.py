@@ -175,7 +175,8 @@ def _cmd_tune(args) -> int:
     from core.pipelines.tune import tune
 
     overrides = {}
-    for name in ("epochs", "seed", "targets", "micro_batch", "batch_size", "precision", "head_init"):
+    for name in ("epochs", "seed", "targets", "micro_batch", "batch_size", "precision", "head_init",
+                 "train_layers"):
         v = getattr(args, name)
         if v is not None:
             overrides[name] = v
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--micro-batch", dest="micro_batch", type=int, help="samples per forward pass")
     t.add_argument("--batch-size", dest="batch_size", type=int, help="effective batch (multiple of micro-batch)")
     t.add_argument("--precision", choices=("fp32", "bf16"), help="fp32 or bf16 autocast")
+    t.add_argument("--train-layers", dest="train_layers", type=int,
+                   help="train only the top N transformer layers (0 = every layer, the paper)")
     t.add_argument("--lora", action="store_true", help="LoRA (r 8, alpha 32, dropout 0.1 on q/k/v/out)")
     t.add_argument("--control", metavar="CONTROL",
                    help="control run: random-story | chunk-shuffle (random-fMRI: another story's or "

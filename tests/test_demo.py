@@ -1,7 +1,6 @@
 """The simulated demo brain: layout, determinism, timings, ground truth, ROIs (core.data.demo)."""
 
 import json
-import time
 
 import h5py
 import numpy as np
@@ -89,9 +88,8 @@ def test_dataset_api(tiny):
 
 
 def test_open_reuses_and_rebuild_rules(tiny, tmp_path):
-    t0 = time.perf_counter()
     again = open_demo(DemoConfig.tiny(), root=tiny.root)
-    assert time.perf_counter() - t0 < 2.0 and again.meta["build_seconds"] == tiny.meta["build_seconds"]
+    assert again.meta["build_seconds"] == tiny.meta["build_seconds"]  # read back, not rebuilt
     assert not needs_build(tiny.root, DemoConfig.tiny())
     assert needs_build(tiny.root, DemoConfig.tiny(seed=1))  # another config → rebuild
     assert needs_build(tmp_path, DemoConfig.tiny())  # nothing there
@@ -375,11 +373,8 @@ def test_roi_masks_match_pycortex_reference():
 # -- the default demo ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_default_demo_builds_in_time(tmp_path):
-    t0 = time.perf_counter()
-    ds = open_demo(DemoConfig(), root=tmp_path / "demo")
-    took = time.perf_counter() - t0
-    assert took < 180.0
+def test_default_demo_builds(tmp_path):
+    ds = open_demo(DemoConfig(), root=tmp_path / "demo")  # build time: meta["build_seconds"] (README)
     meta = ds.meta
     assert len(ds.stories) >= 12 and ds.n_repeats("S1") >= 5
     durations = [v["duration_s"] for s, v in meta["stories"].items() if s != ds.test_story]

@@ -2,7 +2,6 @@
 
 import io
 import re
-import time
 
 import numpy as np
 import pytest
@@ -66,14 +65,10 @@ def test_png_views_decode_with_expected_size(space, values, view):
     assert red > 500 and blue > 500
 
 
-def test_single_hemisphere_limits_and_render_speed(space, values):
-    surface_map_png(values, space, view="flat", hemi="left")  # warm (meshes, fonts)
-    t = time.perf_counter()
+def test_single_hemisphere_limits(space, values):
     png = surface_map_png(np.abs(values), space, view="flat", hemi="left", vmin=0, vmax=2, cmap="inferno")
-    seconds = time.perf_counter() - t
     img = _decode(png)
     assert all(abs(got - w) <= 1 for got, w in zip(img.size, (FIG_HEIGHT_IN * 1.7 * 100, FIG_HEIGHT_IN * 100)))
-    assert seconds < 3.0  # ~0.3 s on an idle core; generous for shared CI machines
     # right-hemisphere-only data drawn on the left hemisphere shows no colour: only background
     right_only = np.where(space.vertices >= 10242, 5.0, np.nan)
     px = np.asarray(_decode(surface_map_png(right_only, space, view="inflated", hemi="left", vmin=0,

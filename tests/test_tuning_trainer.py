@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,6 +125,42 @@ def test_lora_trains_only_adapters_and_head(tmp_path, data):
         if "lora_" not in n:
             key = n.replace(".base_layer", "")
             torch.testing.assert_close(p, before[key])
+
+
+@pytest.mark.parametrize("spec,lora", [("random:whisper-tiny", False), ("random:wav2vec2-tiny", False),
+                                       ("random:wav2vec2-tiny", True)])
+def test_train_layers_trains_only_the_top_layers(tmp_path, data, spec, lora):
+    """train_layers=1: only the last transformer layer (and what follows it) and the head change;
+    every lower layer and the input side stay bit-equal, and none of them holds a gradient."""
+    from core.tuning.model import freeze_lower_layers
+
+    model = _model(spec)
+    found = (re.search(r"(?:^|\.)layers\.(\d+)\.", n) for n, _ in model.backbone.named_parameters())
+    n_layers = 1 + max(int(m.group(1)) for m in found if m)
+    assert n_layers >= 2
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    out = train(tmp_path, model, data, _params(epochs=1, train_layers=1, lora=lora, backbone_lr=1e-2))
+    base = model.backbone.get_base_model() if lora else model.backbone
+    top = f"layers.{n_layers - 1}."
+    changed = set()
+    for n, p in base.named_parameters():
+        key = n.replace(".base_layer", "")
+        if key in before and not torch.equal(p, before[key]):
+            changed.add(key)
+        if top not in n and not n.startswith("layer_norm."):  # Whisper's final norm follows the layers
+            assert not p.requires_grad, n
+            if key in before:
+                torch.testing.assert_close(p, before[key], rtol=0, atol=0)
+    if lora:  # only the top layer's adapters train: lora_B starts at 0 and moves only there
+        assert all(top in n for n, p in base.named_parameters() if p.requires_grad)
+        moved = {n for n, p in base.named_parameters() if "lora_B" in n and p.abs().sum() > 0}
+        assert moved and all(top in n for n in moved)
+    else:
+        assert changed and all(top in n or not n.startswith(("layers.", "encoder.layers.")) for n in changed)
+    assert out["n_trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert freeze_lower_layers(_model(spec).backbone, "whisper" if "whisper" in spec else "wav2vec2", 0) == []
+    with pytest.raises(ConfigError, match="train_layers"):
+        TuneParams(train_layers=-1)
 
 
 def test_lora_bad_target(tmp_path, data):

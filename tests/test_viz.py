@@ -6,7 +6,6 @@ The flatmap tests need pycortex's S1 flatmap cache (built once into the venv's f
 
 import io
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,12 +191,10 @@ def test_roi_outlines_drawn_on_their_paths(s1):
     assert near_white(plain, "AC") == 0
 
 
-def test_flatmap_png_warm_render_is_fast(s1):
+def test_flatmap_png_warm_render_has_the_figure_size(s1):
     vals = np.random.default_rng(2).standard_normal(N_S1_THIN).astype(np.float32)
-    flatmap_png(vals, S1, title="warm-up")
-    start = time.perf_counter()
+    flatmap_png(vals, S1, title="warm-up")  # speed: bench/app_render.py
     png = flatmap_png(vals, S1, title="random", colorbar_label="r", threshold=0.5)
-    assert time.perf_counter() - start < 2.0  # ~0.3 s measured; generous for shared CI cores
     assert Image.open(io.BytesIO(png)).size[0] == int(FIG_WIDTH_IN * 150)
 
 

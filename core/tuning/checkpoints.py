@@ -39,8 +39,9 @@ def read_state(ckpt: Path) -> dict:
 def check_same_params(saved: dict, params) -> None:
     """ConfigError naming the first parameter whose value differs from the saved run's."""
     now = params.to_dict()
+    defaults = type(params)().to_dict()  # a run saved before a parameter existed had its default
     for name in sorted(set(saved) | set(now)):
-        if saved.get(name) != now.get(name):
+        if saved.get(name, defaults.get(name)) != now.get(name):
             raise ConfigError(f"cannot resume: parameter {name} was {saved.get(name)!r} in the saved run, "
                               f"now {now.get(name)!r}; use the same parameters or a new --out folder")
 

@@ -66,6 +66,47 @@ def freeze_front_end(module, family: str) -> List[str]:
     return frozen
 
 
+def freeze_lower_layers(module, family: str, train_layers: int) -> List[str]:
+    """Keep only the top ``train_layers`` transformer layers of ``module`` trainable (0 = all train,
+    the paper); returns the names of the parameters it froze.
+
+    Frozen: every parameter of ``layers.<i>.`` with ``i < n_layers - train_layers`` and what feeds
+    them (wav2vec2-style: ``feature_projection``, ``pos_conv_embed``, ``masked_spec_embed`` and, unless
+    ``do_stable_layer_norm``, the encoder ``layer_norm`` applied before the layers; Whisper's input
+    side is already frozen by :func:`freeze_front_end`). Nothing then needs a gradient below the
+    first trained layer, so autograd neither stores those activations nor runs their backward pass.
+    Works on LoRA-wrapped backbones (adapters of frozen layers freeze too). A project option, not
+    the paper's (which trains every layer): the demo preset uses it to fit minutes on a CPU.
+    """
+    import re
+
+    n = int(train_layers)
+    if n < 0:
+        raise ConfigError(f"train_layers={train_layers!r} must be ≥ 0 (0 = every layer trains)")
+    names = [name for name, _ in module.named_parameters()]
+    pattern = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+    idx = [int(m.group(1)) for m in map(pattern.search, names) if m]
+    if not idx:
+        raise ConfigError(f"train_layers={n}: the {family!r} backbone has no 'layers.<i>.' parameters to count")
+    n_layers = max(idx) + 1
+    if n == 0 or n >= n_layers:
+        return []
+    cutoff = n_layers - n
+    input_side = ()
+    if family in WAV2VEC2_LIKE:
+        input_side = ("feature_projection.", "pos_conv_embed.", "masked_spec_embed")
+        if not getattr(getattr(module, "config", None), "do_stable_layer_norm", False):
+            input_side += ("encoder.layer_norm.",)
+    frozen = []
+    for name, p in module.named_parameters():
+        m = pattern.search(name)
+        lower = m is not None and int(m.group(1)) < cutoff
+        if lower or (m is None and any(k in name for k in input_side)):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 class BrainTuningModel(nn.Module):
     """Backbone + mean-pool + ``Linear(hidden, n_voxels)``.
 

@@ -50,6 +50,8 @@ class TuneParams:
         patience : epochs without validation-loss improvement before stopping (0 = never; project
         default 5 — the paper stops "when validation loss saturates or diverges", the released
         code never stops early).
+        train_layers : train only the top N transformer layers (0 = all, the paper;
+        :func:`core.tuning.model.freeze_lower_layers`; project option).
     LoRA (follow-up)
         lora False; lora_r 8, lora_alpha 32, lora_dropout 0.1, lora_targets q/k/v/out projections.
     Run
@@ -76,6 +78,7 @@ class TuneParams:
     batch_size: int = 128
     micro_batch: int = 16
     patience: int = 5
+    train_layers: int = 0
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 32
@@ -109,7 +112,7 @@ class TuneParams:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name}={v!r} must be an integer ≥ 1")
-        for name in ("warmup_epochs", "patience", "seed"):
+        for name in ("warmup_epochs", "patience", "seed", "train_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be an integer ≥ 0")

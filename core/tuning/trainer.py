@@ -56,6 +56,7 @@ from core.progress import ProgressFn, report
 from core.tuning.checkpoints import (best_dir, check_same_params, latest_checkpoint, load_weights,
                                      read_state, save_best, save_checkpoint)
 from core.tuning.losses import get_loss
+from core.tuning.model import freeze_lower_layers
 from core.tuning.schedule import build_optimizer
 
 WAV2VEC2_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -266,6 +267,8 @@ def train(run_dir, model, data, params, progress: ProgressFn = None, resume: boo
         pass  # interrupted before the first checkpoint: start over
     if params.lora and not is_lora(model):
         apply_lora(model, params)
+    if params.train_layers:
+        freeze_lower_layers(model.backbone, model.family, params.train_layers)
 
     accelerator = _accelerator(params, model)
     n_proc, rank = accelerator.num_processes, accelerator.process_index
