@@ -185,7 +185,10 @@ def _cmd_tune(args) -> int:
     with _tqdm_progress("tune", not args.quiet) as progress:
         summary = tune(args.data, args.subject, args.model, Path(args.out), overrides, args.preset,
                        args.control, args.resume, progress)
-    print(json.dumps(summary, indent=1, default=str))
+    from core.tuning.trainer import is_main_process
+
+    if is_main_process():  # under torchrun / accelerate launch: one summary, not one per process
+        print(json.dumps(summary, indent=1, default=str))
     return 0
 
 

@@ -69,6 +69,8 @@ def apply_lora(model, params) -> list:
 
     Raises ConfigError when a target name matches no module of the backbone (Whisper, wav2vec2 and
     HuBERT name their attention projections ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``).
+    The adapters' random initialisation is seeded by ``params.seed`` (reproducible runs, and every
+    DDP process draws the same adapters).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -79,7 +81,9 @@ def apply_lora(model, params) -> list:
                               f"use its attention projections, e.g. {','.join(WAV2VEC2_ATTENTION)}")
     cfg = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                      target_modules=list(params.lora_targets))
-    model.backbone = get_peft_model(model.backbone, cfg)
+    with torch.random.fork_rng(devices=[]):  # adapters drawn from params.seed, not the global RNG state
+        torch.manual_seed(int(params.seed))
+        model.backbone = get_peft_model(model.backbone, cfg)
     return [n for n in names if n.split(".")[-1] in params.lora_targets]
 
 
