@@ -360,12 +360,22 @@ def test_params_defaults_presets_roundtrip():
     assert p.targets == "ceiling>0.4" and p.grad_accum == 8 and p.delays == (0, 1, 2, 3, 4)
     assert preset("paper") == p
     d = preset("demo")
-    assert (d.head_lr, d.targets, d.schedule, d.epochs, d.batch_size, d.grad_accum) == \
-        (1e-3, "roi:semantic", "constant", 3, 16, 2)
+    assert (d.head_lr, d.targets, d.schedule, d.epochs, d.batch_size, d.grad_accum, d.train_layers) == \
+        (1e-3, "roi:semantic", "constant", 3, 16, 2, 2)
+    assert p.train_layers == 0 and p.precision == "fp32"  # the paper trains every layer in fp32
     assert TuneParams.from_dict(d.to_dict()) == d
     import json
     assert TuneParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
     assert preset("demo", seed=3).seed == 3
+
+
+def test_demo_precision_follows_native_bf16(monkeypatch):
+    import core.tuning.params as params_mod
+
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(params_mod, "native_bf16", lambda: native)
+        assert preset("demo").precision == want and preset("paper").precision == "fp32"
+        assert preset("demo", precision="fp32").precision == "fp32"
 
 
 @pytest.mark.parametrize("change, match", [
