@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="hf:<id-or-dir> | bundled:whisper-tiny.en | random:<family>[-tiny]")
     t.add_argument("--out", required=True, help="run folder (new or empty; an existing run with --resume)")
     t.add_argument("--preset", choices=("demo", "paper"), default="demo",
-                   help="demo (head lr 1e-3, semantic-ROI targets, 3 epochs, batch 16) or paper (the "
+                   help="demo (head lr 1e-3, semantic-ROI targets, 3 epochs, batch 16, top 2 layers, bf16 "
+                        "where native) or paper (the "
                         "paper's defaults: ceiling>0.4, 30 epochs, batch 128)")
     t.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
     t.add_argument("--seed", type=int, help="seed (data order, head init, controls)")

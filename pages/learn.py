@@ -119,7 +119,7 @@ st.markdown(
     "control: same audio, mismatched fMRI). Then encode each tuned model exactly like step 3 and compare "
     "it with the pretrained one, voxel by voxel. If brain-tuning works, the planted semantic voxels gain "
     "clearly and the control gains little; the acoustic voxels should barely move.")
-st.info("**Cost on this machine (2 CPU cores):** each tuning run takes about 8 minutes, and each "
+st.info("**Cost on this machine (2 CPU cores):** each tuning run takes about 4 minutes, and each "
         "evaluation about 5 minutes (the pretrained model's encoding is reused once computed). Everything "
         "runs in the background, one job at a time: start both runs, keep reading, come back. Measured "
         "on the demo (3 epochs, README): planted-semantic cc_norm 0.19 → 0.35–0.38 tuned (3 seeds), 0.21–0.22 with "

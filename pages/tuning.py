@@ -17,7 +17,7 @@ st.markdown(
     "ICLR 2025): per TR, 10 s of the story's audio → the model → mean over time → a linear head "
     "predicting the target voxels. Runs go on in the background (one heavy job at a time on this "
     "machine); you can leave the page and come back. **Cost on 2 CPU cores:** the demo preset on "
-    "Whisper tiny.en takes about 8 minutes, a tiny random model about a minute; the paper preset "
+    "Whisper tiny.en takes about 4 minutes, a tiny random model about a minute; the paper preset "
     "is meant for a GPU (hours on a CPU).")
 
 # -- launch -------------------------------------------------------------------------------------

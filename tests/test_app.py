@@ -168,7 +168,7 @@ def test_learn_page_walks_through_the_demo(demo_app, tiny_demo):
     assert not at.exception
     # 5 · brain-tuning: honest about cost, one click starts the tuning run in the background
     assert "5 · Brain-tune Whisper" in texts(at.header)
-    assert "about 8 minutes" in texts(at.info)
+    assert "about 4 minutes" in texts(at.info)
     from core.jobs import cancel_job
     from core.studio import runs
 
