@@ -74,7 +74,8 @@ for k, other in enumerate(chosen[1:], start=1):
 st.header("Across layers")
 with _ui.shown_errors(stop=False):
     regions = compare.regions_in(chosen)
-    region = st.selectbox("Region", regions, key="compare_region")
+    region = st.selectbox("Region", regions, key="compare_region",  # the paper's question: semantic regions
+                          index=regions.index("semantic") if "semantic" in regions else 0)
     table = compare.layer_curves(chosen, [f"{names[i]}: {label[d]}" for i, d in enumerate(chosen)], region, metric)
     st.altair_chart(layer_curve(table, metric_label=f"mean {metric} in {region}"), width="stretch")
 
