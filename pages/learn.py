@@ -122,8 +122,8 @@ st.markdown(
 st.info("**Cost on this machine (2 CPU cores):** each tuning run takes about 4 minutes, and each "
         "evaluation about 5 minutes (the pretrained model's encoding is reused once computed). Everything "
         "runs in the background, one job at a time: start both runs, keep reading, come back. Measured "
-        "on the demo (3 epochs, README): planted-semantic cc_norm 0.19 → 0.35–0.38 tuned (3 seeds), 0.21–0.22 with "
-        "the random-story control.")
+        "on the demo (demo preset, README): planted-semantic cc_norm 0.19 → 0.30–0.31 tuned (3 seeds), 0.21 with "
+        "the random-story control (2 seeds).")
 LEARN_RUNS = {"": "Brain-tune Whisper tiny.en", "random-story": "Run the random-story control"}
 with _ui.shown_errors(stop=False):
     learn_runs = [r for r in runs.tune_runs(ctx.data, subject) if r["model"] == "bundled:whisper-tiny.en"
