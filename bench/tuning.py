@@ -121,6 +121,7 @@ def main() -> None:
                               f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x", flush=True)
     print(json.dumps([dict(r) for r in rows.values()]))
 
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     main()

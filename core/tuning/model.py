@@ -25,6 +25,7 @@ feature extractor:
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ HEAD_INITS = ("zeros", "random", "ridge")  #: paper/released code: zeros
 WHISPER_INPUTS = ("window", "pad30")
 WAV2VEC2_LIKE = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 WHISPER_FROZEN = ("conv1", "conv2", "embed_positions")  #: paper-method.md "Model and loss"
+LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")  #: transformer layer i in a parameter name
 
 
 def hidden_size(module) -> int:
@@ -78,14 +80,11 @@ def freeze_lower_layers(module, family: str, train_layers: int) -> List[str]:
     Works on LoRA-wrapped backbones (adapters of frozen layers freeze too). A project option, not
     the paper's (which trains every layer): the demo preset uses it to fit minutes on a CPU.
     """
-    import re
-
     n = int(train_layers)
     if n < 0:
         raise ConfigError(f"train_layers={train_layers!r} must be ≥ 0 (0 = every layer trains)")
-    names = [name for name, _ in module.named_parameters()]
-    pattern = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-    idx = [int(m.group(1)) for m in map(pattern.search, names) if m]
+    params = [(name, p, LAYER_INDEX.search(name)) for name, p in module.named_parameters()]
+    idx = [int(m.group(1)) for _, _, m in params if m]
     if not idx:
         raise ConfigError(f"train_layers={n}: the {family!r} backbone has no 'layers.<i>.' parameters to count")
     n_layers = max(idx) + 1
@@ -98,10 +97,8 @@ def freeze_lower_layers(module, family: str, train_layers: int) -> List[str]:
         if not getattr(getattr(module, "config", None), "do_stable_layer_norm", False):
             input_side += ("encoder.layer_norm.",)
     frozen = []
-    for name, p in module.named_parameters():
-        m = pattern.search(name)
-        lower = m is not None and int(m.group(1)) < cutoff
-        if lower or (m is None and any(k in name for k in input_side)):
+    for name, p, m in params:
+        if (int(m.group(1)) < cutoff) if m else any(k in name for k in input_side):
             p.requires_grad_(False)
             frozen.append(name)
     return frozen
